@@ -1,0 +1,98 @@
+//! The storage contract every repository backend fulfils.
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// What went wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key} not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("{store}: {op} {key}: {source}")]
+    Io {
+        store: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{store}: invalid key {key:?}: {reason}")]
+    InvalidKey {
+        store: String,
+        key: String,
+        reason: &'static str,
+    },
+    #[error("{store}: {op} {key}: injected fault")]
+    Injected {
+        store: String,
+        op: &'static str,
+        key: String,
+    },
+}
+
+impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An object's key and size, as `list` and `head` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Where a repository lives: a flat namespace of immutable objects.
+///
+/// The contract (checked by [`crate::conformance`] for every backend):
+/// - Keys are `/`-separated relative paths of `[A-Za-z0-9._-]` segments.
+/// - `put` is atomic: a reader sees either no object or the whole object, never a prefix,
+///   and once `put` returns the object is durable. Putting an existing key replaces it
+///   atomically. stowage only puts keys that are content hashes or fresh random ids, so a
+///   replaced object always has the same bytes; correctness never depends on put-if-absent.
+/// - Read-after-write: `get`, `head` and `list` see an object once its `put` returned.
+/// - `get`/`get_range`/`head` of a missing key fail with [`StoreError::NotFound`];
+///   `delete` of a missing key succeeds.
+/// - `list(prefix)` returns every object whose key starts with `prefix`, in no given order.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A short human description (`/srv/backup`, `memory`), used in messages.
+    fn describe(&self) -> String;
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
+    async fn get(&self, key: &str) -> StoreResult<Bytes>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta>;
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Checks a key against the contract's alphabet, so every backend refuses the same keys.
+pub fn validate_key(store: &str, key: &str) -> StoreResult<()> {
+    let invalid = |reason| {
+        Err(StoreError::InvalidKey {
+            store: store.to_string(),
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return invalid("empty or dot segment");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return invalid("characters outside [A-Za-z0-9._-]");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! [`KvStore`] on RocksDB: the engine's local cache, kept under the user's cache directory.
+//! It is only a cache; deleting its directory loses nothing.
+
+use std::path::Path;
+
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+use stowage_backends::kv::{KvError, KvResult, KvStore};
+
+pub struct RocksKv {
+    db: DB,
+}
+
+impl RocksKv {
+    /// Opens (creating when missing) the cache database in `dir`.
+    pub fn open(dir: &Path) -> KvResult<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        // A cache of fixed-size records: small memtables keep the footprint flat.
+        opts.set_write_buffer_size(8 << 20);
+        opts.set_max_write_buffer_number(2);
+        opts.set_keep_log_file_num(2);
+        let db =
+            DB::open(&opts, dir).map_err(|e| KvError(format!("opening {}: {e}", dir.display())))?;
+        Ok(Self { db })
+    }
+}
+
+fn err(e: rocksdb::Error) -> KvError {
+    KvError(e.to_string())
+}
+
+impl KvStore for RocksKv {
+    fn get(&self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        self.db.get(key).map_err(err)
+    }
+
+    fn put_batch(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> KvResult<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in pairs {
+            batch.put(k, v);
+        }
+        self.db.write(batch).map_err(err)
+    }
+
+    fn delete_batch(&self, keys: &[Vec<u8>]) -> KvResult<()> {
+        let mut batch = WriteBatch::default();
+        for k in keys {
+            batch.delete(k);
+        }
+        self.db.write(batch).map_err(err)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> KvResult<()> {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(err)?;
+            if !k.starts_with(prefix) || !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persists_and_scans_by_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let kv = RocksKv::open(dir.path()).expect("open");
+            kv.put_batch(&[
+                (b"a1".to_vec(), b"x".to_vec()),
+                (b"b1".to_vec(), b"y".to_vec()),
+                (b"b2".to_vec(), b"z".to_vec()),
+                (b"c1".to_vec(), b"w".to_vec()),
+            ])
+            .expect("put");
+            kv.delete_batch(&[b"a1".to_vec()]).expect("delete");
+        }
+        let kv = RocksKv::open(dir.path()).expect("reopen");
+        assert_eq!(kv.get(b"a1").expect("get"), None);
+        assert_eq!(kv.get(b"c1").expect("get"), Some(b"w".to_vec()));
+        let mut seen = Vec::new();
+        kv.scan_prefix(b"b", &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .expect("scan");
+        assert_eq!(
+            seen,
+            vec![
+                (b"b1".to_vec(), b"y".to_vec()),
+                (b"b2".to_vec(), b"z".to_vec())
+            ]
+        );
+    }
+}

@@ -1,0 +1,83 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use stowage_backends::source::FsSource;
+use stowage_engine::backup::{backup, BackupOptions};
+
+use super::{human_bytes, print_json};
+use crate::open::{hostname, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The directory to back up, e.g. /var/lib/docker/volumes/dtr-registry-<replica>.
+    path: PathBuf,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// DTR replica id (default: taken from a dtr-registry-<replica> directory name).
+    #[arg(long)]
+    replica_id: Option<String>,
+    /// Compare against this snapshot instead of the latest of the same host and path.
+    #[arg(long)]
+    parent: Option<String>,
+    /// Read every file again.
+    #[arg(long)]
+    force: bool,
+    /// Do not compare inode numbers (NFS and FUSE mounts renumber them).
+    #[arg(long)]
+    ignore_inode: bool,
+    /// Do not compare ctimes.
+    #[arg(long)]
+    ignore_ctime: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let repo = ctx.open().await?;
+    let source = FsSource::new(&args.path)
+        .with_context(|| format!("cannot back up {}", args.path.display()))?;
+    let opts = BackupOptions {
+        host: args.host.unwrap_or_else(hostname),
+        tags: args.tags,
+        replica_id: args.replica_id,
+        parent: args.parent,
+        force: args.force,
+        ignore_inode: args.ignore_inode,
+        ignore_ctime: args.ignore_ctime,
+        ..BackupOptions::default()
+    };
+    let bars = ctx.bars();
+    let (id, snapshot) = backup(repo, Arc::new(source), opts, bars.clone()).await?;
+    bars.finish();
+    if args.json {
+        print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }))?;
+    } else {
+        let s = &snapshot.summary;
+        println!("snapshot {} saved ({})", id.short(), snapshot.name);
+        println!(
+            "  files {} ({} read, {} unchanged), dirs {}, {}",
+            s.files,
+            s.files_read,
+            s.files_unchanged,
+            s.dirs,
+            human_bytes(s.bytes)
+        );
+        println!(
+            "  read {}, new {} in {} blobs, stored {} in {} packs, {:.2}s",
+            human_bytes(s.bytes_read),
+            human_bytes(s.new_bytes),
+            s.new_blobs,
+            human_bytes(s.stored_bytes),
+            s.new_packs,
+            s.duration_secs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

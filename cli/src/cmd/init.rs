@@ -1,0 +1,43 @@
+use std::process::ExitCode;
+
+use stowage_engine::chunker::ChunkerParams;
+use stowage_engine::repo::{InitOptions, Repository};
+
+use crate::open::{hostname, Context};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Smallest chunk, in bytes.
+    #[arg(long, default_value_t = ChunkerParams::default().min)]
+    chunk_min: u32,
+    /// Average chunk, in bytes.
+    #[arg(long, default_value_t = ChunkerParams::default().avg)]
+    chunk_avg: u32,
+    /// Largest chunk, in bytes.
+    #[arg(long, default_value_t = ChunkerParams::default().max)]
+    chunk_max: u32,
+    /// zstd level for compressible data.
+    #[arg(long, default_value_t = 3)]
+    compression_level: i32,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let password = ctx.password(true)?;
+    let store = ctx.new_store()?;
+    let opts = InitOptions {
+        chunker: ChunkerParams {
+            min: args.chunk_min,
+            avg: args.chunk_avg,
+            max: args.chunk_max,
+        },
+        compression_level: args.compression_level,
+        host: hostname(),
+    };
+    let config = Repository::init(store.as_ref(), &password, &opts).await?;
+    println!(
+        "created repository {} at {}",
+        &config.id[..8],
+        store.describe()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,316 @@
+//! Walks a source and turns it into trees: directories as tasks, file contents on blocking
+//! threads, unchanged files taken from the parent snapshot or the registry digest map.
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sha2::{Digest, Sha256};
+use stowage_backends::source::{EntryKind, EntryMeta, Source};
+use tokio::sync::Semaphore;
+
+use super::packer::Packer;
+use super::BackupOptions;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::DigestRecord;
+use crate::pack::BlobKind;
+use crate::progress::Progress;
+use crate::registry;
+use crate::repo::Repository;
+use crate::tree::{Content, InlineBytes, Node, NodeKind, Tree, INLINE_MAX};
+
+/// Counts that end up in the snapshot's summary.
+#[derive(Default)]
+pub struct Counts {
+    pub files: AtomicU64,
+    pub dirs: AtomicU64,
+    pub symlinks: AtomicU64,
+    pub bytes: AtomicU64,
+    pub files_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub files_unchanged: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+pub struct Archiver {
+    pub repo: Arc<Repository>,
+    pub source: Arc<dyn Source>,
+    pub packer: Arc<Packer>,
+    pub progress: Arc<dyn Progress>,
+    pub opts: BackupOptions,
+    pub counts: Counts,
+    /// Files whose content is being read at once.
+    file_slots: Arc<Semaphore>,
+    /// Directory listings under way at once (high for network filesystems).
+    dir_slots: Arc<Semaphore>,
+}
+
+fn display(rel: &Path) -> String {
+    rel.display().to_string()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Invalid(format!("worker panicked: {e}")))?
+}
+
+impl Archiver {
+    pub fn new(
+        repo: Arc<Repository>,
+        source: Arc<dyn Source>,
+        packer: Arc<Packer>,
+        progress: Arc<dyn Progress>,
+        opts: BackupOptions,
+    ) -> Arc<Self> {
+        let readers = opts.readers.max(1);
+        Arc::new(Archiver {
+            repo,
+            source,
+            packer,
+            progress,
+            opts,
+            counts: Counts::default(),
+            file_slots: Arc::new(Semaphore::new(readers)),
+            dir_slots: Arc::new(Semaphore::new(8)),
+        })
+    }
+
+    /// Archives the directory at `rel`, returning its node; `parent` is the same directory's
+    /// tree in the parent snapshot.
+    pub fn archive_dir(
+        self: Arc<Self>,
+        rel: PathBuf,
+        meta: EntryMeta,
+        parent: Option<Id>,
+    ) -> BoxFuture<'static, Result<Node>> {
+        async move {
+            let entries = {
+                let _slot = self.dir_slots.acquire().await.expect("semaphore open");
+                let (source, at) = (Arc::clone(&self.source), rel.clone());
+                blocking(move || source.read_dir(&at).map_err(|e| Error::io(display(&at), e)))
+                    .await?
+            };
+            let parent_tree = match parent {
+                Some(id) => Some(self.repo.load_tree(&id).await?),
+                None => None,
+            };
+            let mut children = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let child_rel = rel.join(std::ffi::OsStr::from_bytes(&entry.name));
+                let previous = parent_tree
+                    .as_ref()
+                    .and_then(|t| t.find(&entry.name))
+                    .cloned();
+                let me = Arc::clone(&self);
+                match entry.kind {
+                    EntryKind::Dir => {
+                        let subtree = previous
+                            .filter(|p| p.kind == NodeKind::Dir)
+                            .and_then(|p| p.subtree);
+                        children.push(tokio::spawn(me.archive_dir(child_rel, entry, subtree)));
+                    }
+                    EntryKind::File => {
+                        let slot = Arc::clone(&self.file_slots)
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore open");
+                        children.push(tokio::spawn(async move {
+                            let node =
+                                blocking(move || me.archive_file(&child_rel, &entry, previous))
+                                    .await;
+                            drop(slot);
+                            node
+                        }));
+                    }
+                    EntryKind::Symlink => {
+                        add(&self.counts.symlinks, 1);
+                        let node = Node::from_meta(&entry).expect("symlinks have nodes");
+                        children.push(tokio::spawn(async move { Ok(node) }));
+                    }
+                    EntryKind::Other => self.progress.warn(&format!(
+                        "{}: skipped (not a file, directory or symlink)",
+                        display(&child_rel)
+                    )),
+                }
+            }
+            let mut nodes = Vec::with_capacity(children.len());
+            for child in children {
+                match child
+                    .await
+                    .map_err(|e| Error::Invalid(format!("task failed: {e}")))?
+                {
+                    Ok(node) => nodes.push(node),
+                    Err(Error::Io { path, source })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        self.progress
+                            .warn(&format!("{path}: vanished during the backup, skipped"));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let tree = serde_json::to_vec(&Tree { nodes }).expect("trees serialize");
+            let id = self.packer.add_async(BlobKind::Tree, &tree).await?;
+            add(&self.counts.dirs, 1);
+            let mut node = Node::from_meta(&meta).expect("directories have nodes");
+            node.subtree = Some(id);
+            Ok(node)
+        }
+        .boxed()
+    }
+
+    /// Whether `previous` (from the parent snapshot) still describes the file.
+    fn unchanged(&self, meta: &EntryMeta, previous: &Node) -> bool {
+        !self.opts.force
+            && previous.kind == NodeKind::File
+            && previous.size == meta.size
+            && (previous.mtime, previous.mtime_ns) == (meta.mtime.secs, meta.mtime.nanos)
+            && (self.opts.ignore_ctime
+                || (previous.ctime, previous.ctime_ns) == (meta.ctime.secs, meta.ctime.nanos))
+            && (self.opts.ignore_inode || previous.inode == meta.inode)
+    }
+
+    fn all_stored(&self, ids: &[Id]) -> Result<bool> {
+        for id in ids {
+            if !self.repo.index().contains(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Content that need not be read again: from the parent snapshot, or, for registry
+    /// blobs (content-addressed, immutable), from the digest map.
+    fn known_content(
+        &self,
+        rel: &Path,
+        meta: &EntryMeta,
+        previous: Option<&Node>,
+    ) -> Result<Option<Content>> {
+        if let Some(prev) = previous.filter(|p| self.unchanged(meta, p)) {
+            match &prev.content {
+                Some(c @ Content::Inline(_)) => return Ok(Some(c.clone())),
+                Some(c @ Content::Chunks(ids)) if self.all_stored(ids)? => {
+                    return Ok(Some(c.clone()))
+                }
+                _ => {}
+            }
+        }
+        if self.opts.force {
+            return Ok(None);
+        }
+        if let Some(digest) = registry::blob_digest(rel) {
+            if let Some(record) = self.repo.index().digest(&digest)? {
+                if record.size == meta.size && self.all_stored(&record.content)? {
+                    return Ok(Some(Content::Chunks(record.content)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn archive_file(&self, rel: &Path, meta: &EntryMeta, previous: Option<Node>) -> Result<Node> {
+        let mut node = Node::from_meta(meta).expect("files have nodes");
+        add(&self.counts.files, 1);
+        if let Some(content) = self.known_content(rel, meta, previous.as_ref())? {
+            add(&self.counts.files_unchanged, 1);
+            add(&self.counts.bytes, meta.size);
+            self.progress.advance(meta.size);
+            node.content = Some(content);
+            return Ok(node);
+        }
+        let reader = self
+            .source
+            .open(rel)
+            .map_err(|e| Error::io(display(rel), e))?;
+        let (content, size) = self.read_content(rel, reader, meta.size)?;
+        if size != meta.size {
+            self.progress.warn(&format!(
+                "{}: changed while being read ({} bytes listed, {size} read)",
+                display(rel),
+                meta.size
+            ));
+        }
+        add(&self.counts.files_read, 1);
+        add(&self.counts.bytes_read, size);
+        add(&self.counts.bytes, size);
+        node.size = size;
+        node.content = Some(content);
+        Ok(node)
+    }
+
+    /// Reads a file: inline when tiny, else chunked into data blobs. Registry blobs are
+    /// checked against their digest as they are read.
+    fn read_content(
+        &self,
+        rel: &Path,
+        mut reader: Box<dyn Read + Send>,
+        listed: u64,
+    ) -> Result<(Content, u64)> {
+        let io_err = |e| Error::io(display(rel), e);
+        if listed <= INLINE_MAX {
+            let mut bytes = Vec::new();
+            (&mut reader)
+                .take(INLINE_MAX + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io_err)?;
+            if bytes.len() as u64 <= INLINE_MAX {
+                self.progress.advance(bytes.len() as u64);
+                let size = bytes.len() as u64;
+                return Ok((Content::Inline(InlineBytes(bytes)), size));
+            }
+            // It grew since it was listed: chunk what was read and the rest.
+            return self.chunk(rel, std::io::Cursor::new(bytes).chain(reader));
+        }
+        self.chunk(rel, reader)
+    }
+
+    fn chunk(&self, rel: &Path, reader: impl Read) -> Result<(Content, u64)> {
+        let digest = registry::blob_digest(rel);
+        let mut sha = digest.map(|_| Sha256::new());
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        self.repo
+            .chunker()
+            .chunk(reader, |chunk| -> Result<()> {
+                if let Some(sha) = sha.as_mut() {
+                    sha.update(chunk);
+                }
+                let (id, pack) = self.packer.add(BlobKind::Data, chunk)?;
+                self.packer.submit_blocking(pack)?;
+                ids.push(id);
+                size += chunk.len() as u64;
+                self.progress.advance(chunk.len() as u64);
+                Ok(())
+            })
+            .map_err(|e| match e {
+                Error::Io { source, .. } => Error::io(display(rel), source),
+                e => e,
+            })?;
+        if let (Some(expected), Some(sha)) = (digest, sha) {
+            let actual: [u8; 32] = sha.finalize().into();
+            if actual == expected {
+                let record = DigestRecord {
+                    size,
+                    content: ids.clone(),
+                };
+                self.repo.index().set_digest(&expected, &record)?;
+            } else {
+                self.progress.warn(&format!(
+                    "{}: registry blob does not match its digest (stored as found)",
+                    display(rel)
+                ));
+            }
+        }
+        Ok((Content::Chunks(ids), size))
+    }
+}

@@ -1,0 +1,195 @@
+//! Content-defined chunking with FastCDC (2020), over a reader, without copying each chunk
+//! out of a sliding buffer. Cut points depend only on the bytes from a chunk's start up to
+//! `max` bytes on, so buffering by `max` at a time gives exactly the whole-stream cuts.
+
+use std::io::Read;
+
+use fastcdc::v2020::{FastCDC, Normalization};
+use serde::{Deserialize, Serialize};
+
+/// Chunk size parameters, fixed per repository (stored in `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            min: 512 << 10,
+            avg: 1 << 20,
+            max: 8 << 20,
+        }
+    }
+}
+
+impl ChunkerParams {
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = (64..=1 << 26).contains(&self.min)
+            && (256..=1 << 28).contains(&self.avg)
+            && (1024..=1 << 28).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid chunker parameters {self:?}"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Chunker {
+    params: ChunkerParams,
+    seed: u64,
+}
+
+impl Chunker {
+    pub fn new(params: ChunkerParams, seed: u64) -> Self {
+        Chunker { params, seed }
+    }
+
+    /// Reads `reader` to its end and calls `f` on each chunk in order.
+    pub fn chunk<R: Read, E: From<std::io::Error>>(
+        &self,
+        mut reader: R,
+        mut f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let max = self.params.max as usize;
+        let mut buf = vec![0u8; max + (4 << 20)];
+        let mut len = 0;
+        let mut eof = false;
+        loop {
+            while !eof && len < buf.len() {
+                match reader.read(&mut buf[len..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            let cdc = FastCDC::with_level_and_seed(
+                &buf[..len],
+                self.params.min,
+                self.params.avg,
+                self.params.max,
+                Normalization::Level1,
+                self.seed,
+            );
+            let mut consumed = 0;
+            for chunk in cdc {
+                // Without a full `max` window ahead, a cut may fall at the buffer's end
+                // rather than where the content puts it: refill first.
+                if !eof && chunk.offset + max > len {
+                    break;
+                }
+                f(&buf[chunk.offset..chunk.offset + chunk.length])?;
+                consumed = chunk.offset + chunk.length;
+            }
+            if eof && consumed == len {
+                return Ok(());
+            }
+            buf.copy_within(consumed..len, 0);
+            len -= consumed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> ChunkerParams {
+        ChunkerParams {
+            min: 4096,
+            avg: 16384,
+            max: 65536,
+        }
+    }
+
+    /// A reader that returns few bytes per call, to exercise refills.
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(self.0.len()).min(1000);
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streamed_cuts_equal_whole_buffer_cuts() {
+        let data = pseudo_random(3 << 20);
+        let p = params();
+        let whole: Vec<usize> =
+            FastCDC::with_level_and_seed(&data, p.min, p.avg, p.max, Normalization::Level1, 7)
+                .map(|c| c.length)
+                .collect();
+        let mut streamed = Vec::new();
+        let mut joined = Vec::new();
+        Chunker::new(p, 7)
+            .chunk(Trickle(&data), |c| -> std::io::Result<()> {
+                streamed.push(c.len());
+                joined.extend_from_slice(c);
+                Ok(())
+            })
+            .expect("chunk");
+        assert_eq!(streamed, whole);
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn insert_shifts_only_nearby_chunks() {
+        let data = pseudo_random(2 << 20);
+        let mut edited = data[..1 << 20].to_vec();
+        edited.extend_from_slice(b"inserted bytes");
+        edited.extend_from_slice(&data[1 << 20..]);
+        let chunks = |d: &[u8]| {
+            let mut out = std::collections::HashSet::new();
+            Chunker::new(params(), 1)
+                .chunk(d, |c| -> std::io::Result<()> {
+                    out.insert(blake3::hash(c));
+                    Ok(())
+                })
+                .expect("chunk");
+            out
+        };
+        let (a, b) = (chunks(&data), chunks(&edited));
+        let shared = a.intersection(&b).count();
+        assert!(
+            shared + 3 >= a.len(),
+            "{shared} of {} chunks shared",
+            a.len()
+        );
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        let mut n = 0;
+        Chunker::new(params(), 0)
+            .chunk(&b""[..], |_| -> std::io::Result<()> {
+                n += 1;
+                Ok(())
+            })
+            .expect("chunk");
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,264 @@
+//! Encryption and identifiers (FORMAT.md, "Encryption" and "Keys").
+//!
+//! Every object but `config` is sealed with AES-256-GCM under the master encryption key:
+//! `nonce (12 bytes) || ciphertext || tag (16 bytes)`, with a fresh random nonce each time.
+//! Blob ids are BLAKE3 keyed with the master id key, so ids reveal nothing about content.
+//! The master keys are stored in `keys/<id>` files, sealed with a key derived from a password
+//! by argon2id.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Bytes a sealed object has beyond its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// The master keys of a repository.
+#[derive(Clone)]
+pub struct Keys {
+    cipher: Aes256Gcm,
+    id_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyMaterial {
+    encrypt: String,
+    id: String,
+    /// BLAKE3 of the repository's `config` object, binding the key to that config.
+    config: Id,
+}
+
+impl Keys {
+    pub fn random() -> Self {
+        Self::from_parts(rand::random(), rand::random())
+    }
+
+    fn from_parts(encrypt: [u8; 32], id_key: [u8; 32]) -> Self {
+        Keys {
+            cipher: Aes256Gcm::new(&encrypt.into()),
+            id_key,
+        }
+    }
+
+    /// The id of a blob with this plaintext.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    /// The seed that keys the chunker's gear table, so chunk boundaries do not reveal
+    /// content either.
+    pub fn chunker_seed(&self) -> u64 {
+        let derived = blake3::derive_key("stowage 2026 chunker seed", &self.id_key);
+        u64::from_le_bytes(derived[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Seals `plaintext` with a fresh random nonce.
+    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
+            .expect("AES-GCM seals any message shorter than 64 GiB");
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Opens a sealed object; `what` names it in the error when authentication fails.
+    pub fn open(&self, sealed: &[u8], what: impl FnOnce() -> String) -> Result<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(what(), "too short to be a sealed object"));
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut plain = body.to_vec();
+        self.cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                b"",
+                &mut plain,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| Error::corrupt(what(), "authentication failed (damaged or tampered)"))?;
+        Ok(plain)
+    }
+}
+
+/// argon2id parameters, stored with each key file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub algorithm: String,
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub salt: String,
+}
+
+impl KdfParams {
+    /// OWASP's recommended argon2id minimum: 19 MiB, 2 passes, 1 lane.
+    pub fn recommended() -> Self {
+        let salt: [u8; 16] = rand::random();
+        KdfParams {
+            algorithm: "argon2id".into(),
+            m_cost: 19 * 1024,
+            t_cost: 2,
+            p_cost: 1,
+            salt: B64.encode(salt),
+        }
+    }
+
+    fn derive(&self, password: &[u8]) -> Result<Aes256Gcm> {
+        if self.algorithm != "argon2id" {
+            return Err(Error::Invalid(format!(
+                "key file uses unknown KDF {:?}",
+                self.algorithm
+            )));
+        }
+        let salt = B64
+            .decode(&self.salt)
+            .map_err(|_| Error::corrupt("key file", "salt is not base64"))?;
+        let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::corrupt("key file", format!("bad argon2 parameters: {e}")))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        argon
+            .hash_password_into(password, &salt, &mut key)
+            .map_err(|e| Error::corrupt("key file", format!("argon2: {e}")))?;
+        Ok(Aes256Gcm::new(&key.into()))
+    }
+}
+
+/// The JSON of a `keys/<id>` object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub kdf: KdfParams,
+    /// base64 of the key material sealed with the password-derived key.
+    pub data: String,
+}
+
+impl KeyFile {
+    /// Wraps the master keys (bound to the config with BLAKE3 `config_hash`) under `password`.
+    pub fn wrap(raw_keys: &RawKeys, config_hash: Id, password: &[u8], host: &str) -> Result<Self> {
+        let kdf = KdfParams::recommended();
+        let wrapping = Keys {
+            cipher: kdf.derive(password)?,
+            id_key: [0; 32],
+        };
+        let material = KeyMaterial {
+            encrypt: B64.encode(raw_keys.encrypt),
+            id: B64.encode(raw_keys.id),
+            config: config_hash,
+        };
+        let plain = serde_json::to_vec(&material).expect("key material serializes");
+        Ok(KeyFile {
+            created: chrono::Utc::now(),
+            host: host.to_string(),
+            kdf,
+            data: B64.encode(wrapping.seal(&plain)),
+        })
+    }
+
+    /// Opens the master keys with `password`; `None` when the password does not fit.
+    /// Fails when the key does not belong to the config with hash `config_hash`.
+    pub fn unwrap(&self, password: &[u8], config_hash: Id) -> Result<Option<Keys>> {
+        let wrapping = Keys {
+            cipher: self.kdf.derive(password)?,
+            id_key: [0; 32],
+        };
+        let sealed = B64
+            .decode(&self.data)
+            .map_err(|_| Error::corrupt("key file", "data is not base64"))?;
+        let Ok(plain) = wrapping.open(&sealed, String::new) else {
+            return Ok(None);
+        };
+        let material: KeyMaterial = serde_json::from_slice(&plain)
+            .map_err(|e| Error::corrupt("key file", format!("key material: {e}")))?;
+        if material.config != config_hash {
+            return Err(Error::corrupt(
+                "config",
+                "does not match the config the key was made for (replaced or tampered)",
+            ));
+        }
+        let decode = |s: &str| -> Result<[u8; 32]> {
+            B64.decode(s)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| Error::corrupt("key file", "key is not 32 base64 bytes"))
+        };
+        Ok(Some(Keys::from_parts(
+            decode(&material.encrypt)?,
+            decode(&material.id)?,
+        )))
+    }
+}
+
+/// Freshly generated master key bytes, kept only until they are wrapped.
+pub struct RawKeys {
+    encrypt: [u8; 32],
+    id: [u8; 32],
+}
+
+impl RawKeys {
+    pub fn generate() -> (Keys, RawKeys) {
+        let raw = RawKeys {
+            encrypt: rand::random(),
+            id: rand::random(),
+        };
+        (Keys::from_parts(raw.encrypt, raw.id), raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper_detection() {
+        let keys = Keys::random();
+        let sealed = keys.seal(b"registry secrets");
+        assert_eq!(sealed.len(), 16 + SEAL_OVERHEAD);
+        let opened = keys.open(&sealed, || "x".into()).expect("open");
+        assert_eq!(opened, b"registry secrets");
+        let mut damaged = sealed.clone();
+        damaged[20] ^= 1;
+        assert!(matches!(
+            keys.open(&damaged, || "x".into()),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(Keys::random().open(&sealed, || "x".into()).is_err());
+    }
+
+    #[test]
+    fn key_file_opens_with_its_password_only() {
+        let (keys, raw) = RawKeys::generate();
+        let config = Id::hash_of(b"config");
+        let file = KeyFile::wrap(&raw, config, b"pw", "host").expect("wrap");
+        assert!(file.unwrap(b"other", config).expect("unwrap").is_none());
+        let opened = file.unwrap(b"pw", config).expect("unwrap").expect("opens");
+        assert_eq!(opened.blob_id(b"a"), keys.blob_id(b"a"));
+        assert!(file.unwrap(b"pw", Id::hash_of(b"other config")).is_err());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        assert_ne!(Keys::random().blob_id(b"a"), Keys::random().blob_id(b"a"));
+    }
+}

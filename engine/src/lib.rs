@@ -1,0 +1,28 @@
+//! The stowage archive engine: the repository format (see `FORMAT.md`) and the backup,
+//! restore and check pipelines. It knows no concrete backend: repositories live on a
+//! [`stowage_backends::Store`], data comes from a [`stowage_backends::source::Source`] and
+//! goes to a [`stowage_backends::target::Target`].
+
+pub mod backup;
+pub mod check;
+
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod progress;
+pub mod registry;
+pub mod repo;
+pub mod restore;
+
+pub mod snapshot;
+pub mod stats;
+
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repo::Repository;

@@ -1,0 +1,210 @@
+//! Packs (FORMAT.md, "Packs"): many sealed blobs, then a sealed header describing them, then
+//! the header's length as a little-endian u32. A pack's id is the BLAKE3 of its bytes.
+
+use crate::compress::Compression;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobKind {
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place in a pack: the record of pack headers and index files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub kind: BlobKind,
+    pub compression: Compression,
+    pub id: Id,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+}
+
+pub const ENTRY_LEN: usize = 46;
+
+impl PackEntry {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.kind as u8);
+        out.push(self.compression as u8);
+        out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.raw_length.to_le_bytes());
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != ENTRY_LEN {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Some(PackEntry {
+            kind: BlobKind::from_u8(b[0])?,
+            compression: Compression::from_u8(b[1])?,
+            id: Id::from_slice(&b[2..34])?,
+            offset: u32_at(34),
+            length: u32_at(38),
+            raw_length: u32_at(42),
+        })
+    }
+
+    pub fn range(&self) -> std::ops::Range<u64> {
+        u64::from(self.offset)..u64::from(self.offset) + u64::from(self.length)
+    }
+}
+
+/// Decodes a sequence of entries.
+pub fn decode_entries(b: &[u8], what: impl Fn() -> String) -> Result<Vec<PackEntry>> {
+    if b.len() % ENTRY_LEN != 0 {
+        return Err(Error::corrupt(what(), "entry table has a partial entry"));
+    }
+    b.chunks(ENTRY_LEN)
+        .map(|e| PackEntry::decode(e).ok_or_else(|| Error::corrupt(what(), "bad entry")))
+        .collect()
+}
+
+/// Accumulates sealed blobs into one pack.
+#[derive(Debug, Default)]
+pub struct PackBuilder {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to store at `data/<first 2 hex>/<id>`.
+#[derive(Debug)]
+pub struct Pack {
+    pub id: Id,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+impl Pack {
+    pub fn key(id: &Id) -> String {
+        let hex = id.to_hex();
+        format!("data/{}/{}", &hex[..2], hex)
+    }
+}
+
+impl PackBuilder {
+    pub fn with_capacity(bytes: usize) -> Self {
+        PackBuilder {
+            bytes: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: Id,
+        compression: Compression,
+        raw_length: usize,
+        sealed: &[u8],
+    ) {
+        self.entries.push(PackEntry {
+            kind,
+            compression,
+            id,
+            offset: self.bytes.len() as u32,
+            length: sealed.len() as u32,
+            raw_length: raw_length as u32,
+        });
+        self.bytes.extend_from_slice(sealed);
+    }
+
+    /// Seals the header and returns the finished pack.
+    pub fn finish(mut self, keys: &Keys) -> Pack {
+        let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        for e in &self.entries {
+            e.encode(&mut header);
+        }
+        let sealed = keys.seal(&header);
+        self.bytes.extend_from_slice(&sealed);
+        self.bytes
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        Pack {
+            id: Id::hash_of(&self.bytes),
+            bytes: self.bytes,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Reads the header of a whole pack's bytes.
+pub fn read_header(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    let what = || format!("pack {pack_id} header");
+    if bytes.len() < 4 {
+        return Err(Error::corrupt(what(), "pack shorter than its length field"));
+    }
+    let (body, len) = bytes.split_at(bytes.len() - 4);
+    let header_len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    if header_len > body.len() {
+        return Err(Error::corrupt(what(), "header length exceeds the pack"));
+    }
+    let header = keys.open(&body[body.len() - header_len..], what)?;
+    let entries = decode_entries(&header, what)?;
+    let data_end = (body.len() - header_len) as u64;
+    if entries.iter().any(|e| e.range().end > data_end) {
+        return Err(Error::corrupt(what(), "an entry points past the blobs"));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip() {
+        let keys = Keys::random();
+        let mut b = PackBuilder::default();
+        let blobs: [&[u8]; 2] = [b"first blob", b"second"];
+        for blob in blobs {
+            b.add(
+                BlobKind::Data,
+                keys.blob_id(blob),
+                Compression::None,
+                blob.len(),
+                &keys.seal(blob),
+            );
+        }
+        let pack = b.finish(&keys);
+        assert_eq!(pack.id, Id::hash_of(&pack.bytes));
+        let entries = read_header(&keys, &pack.id, &pack.bytes).expect("header");
+        assert_eq!(entries, pack.entries);
+        for (e, blob) in entries.iter().zip(blobs) {
+            let sealed = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(keys.open(sealed, String::new).expect("open"), blob);
+        }
+        let mut damaged = pack.bytes.clone();
+        let n = damaged.len();
+        damaged[n - 10] ^= 1;
+        assert!(read_header(&keys, &pack.id, &damaged).is_err());
+        assert!(read_header(&keys, &pack.id, &pack.bytes[..3]).is_err());
+    }
+}

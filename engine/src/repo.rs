@@ -1,0 +1,273 @@
+//! Opening and creating repositories, and reading the objects in them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use stowage_backends::{KvStore, Store};
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::compress::decompress;
+use crate::crypto::{KeyFile, Keys, RawKeys};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, Location};
+use crate::pack::Pack;
+use crate::snapshot::{self, Snapshot};
+use crate::tree::Tree;
+
+/// The newest repository format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The `config` object: stored as plain JSON so any version can read `version` first.
+/// Key files bind to its BLAKE3, so it cannot be swapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    pub id: String,
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub encryption: String,
+    pub created: DateTime<Utc>,
+}
+
+/// Parameters of a new repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub host: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            host: "localhost".into(),
+        }
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    config: Config,
+    index: Index,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Repository({}, {})",
+            self.store.describe(),
+            self.config.id
+        )
+    }
+}
+
+impl Repository {
+    /// Creates a repository in an empty store.
+    pub async fn init(store: &dyn Store, password: &[u8], opts: &InitOptions) -> Result<Config> {
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        match store.head("config").await {
+            Ok(_) => return Err(Error::AlreadyExists(store.describe())),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id::random().to_hex(),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            encryption: "aes-256-gcm".into(),
+            created: Utc::now(),
+        };
+        let config_bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        let (_, raw) = RawKeys::generate();
+        let key_file = KeyFile::wrap(&raw, Id::hash_of(&config_bytes), password, &opts.host)?;
+        // The key first: a config without a key would be a repository nobody can open.
+        let key_json = serde_json::to_vec_pretty(&key_file).expect("key file serializes");
+        store
+            .put(&format!("keys/{}", Id::random()), key_json.into())
+            .await?;
+        store.put("config", config_bytes.into()).await?;
+        Ok(config)
+    }
+
+    async fn read_config(store: &dyn Store) -> Result<(Config, Id)> {
+        let bytes = store.get("config").await.map_err(|e| match e {
+            e if e.is_not_found() => Error::NoRepository {
+                location: store.describe(),
+                detail: "it has no config object".into(),
+            },
+            e => e.into(),
+        })?;
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let version: Version = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt("config", format!("not a stowage config: {e}")))?;
+        if version.version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: Config =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e))?;
+        Ok((config, Id::hash_of(&bytes)))
+    }
+
+    /// Opens a repository with `password`; `cache` gives the local cache for the repository
+    /// id it is called with.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        password: &[u8],
+        cache: impl FnOnce(&str) -> Result<Arc<dyn KvStore>>,
+    ) -> Result<Self> {
+        let (config, config_hash) = Self::read_config(store.as_ref()).await?;
+        let key_objects = store.list("keys/").await?;
+        let mut keys = None;
+        for meta in &key_objects {
+            let bytes = store.get(&meta.key).await?;
+            let file: KeyFile = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(meta.key.clone(), e.to_string()))?;
+            let password = password.to_vec();
+            let opened = tokio::task::spawn_blocking(move || file.unwrap(&password, config_hash))
+                .await
+                .map_err(|e| Error::Invalid(format!("key derivation panicked: {e}")))??;
+            if let Some(k) = opened {
+                keys = Some(k);
+                break;
+            }
+        }
+        let keys = keys.ok_or(Error::WrongPassword {
+            keys: key_objects.len(),
+        })?;
+        let index = Index::new(cache(&config.id)?);
+        index.sync(store.as_ref(), &keys).await?;
+        Ok(Repository {
+            store,
+            keys,
+            config,
+            index,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.keys.chunker_seed())
+    }
+
+    /// Decrypts, decompresses and verifies a blob read from `loc`.
+    pub fn decode_blob(&self, id: &Id, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("blob {id} in pack {}", loc.pack);
+        let compressed = self.keys.open(sealed, what)?;
+        let plain = decompress(
+            loc.entry.compression,
+            compressed,
+            loc.entry.raw_length as usize,
+            what,
+        )?;
+        if self.keys.blob_id(&plain) != *id {
+            return Err(Error::corrupt(what(), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    pub async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        let sealed = self
+            .store
+            .get_range(&Pack::key(&loc.pack), loc.entry.range())
+            .await?;
+        if sealed.len() as u64 != u64::from(loc.entry.length) {
+            return Err(Error::corrupt(
+                format!("pack {}", loc.pack),
+                format!("blob {id} is cut short (pack truncated)"),
+            ));
+        }
+        self.decode_blob(id, &loc, &sealed)
+    }
+
+    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(id).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+    }
+
+    /// Seals `value` as JSON and stores it under `<dir>/<id>`, id = hash of the sealed bytes.
+    pub async fn save_json<T: Serialize>(&self, dir: &str, value: &T) -> Result<Id> {
+        let plain = serde_json::to_vec(value).expect("repository objects serialize");
+        self.save_sealed(dir, &plain).await
+    }
+
+    pub async fn save_sealed(&self, dir: &str, plain: &[u8]) -> Result<Id> {
+        let sealed = self.keys.seal(plain);
+        let id = Id::hash_of(&sealed);
+        self.store
+            .put(&format!("{dir}/{id}"), Bytes::from(sealed))
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn load_json<T: DeserializeOwned>(&self, dir: &str, id: &Id) -> Result<T> {
+        let key = format!("{dir}/{id}");
+        let sealed = self.store.get(&key).await?;
+        if Id::hash_of(&sealed) != *id {
+            return Err(Error::corrupt(key, "content does not match its name"));
+        }
+        let plain = self.keys.open(&sealed, || key.clone())?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key.clone(), e.to_string()))
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let ids: Vec<Id> = self
+            .store
+            .list("snapshots/")
+            .await?
+            .iter()
+            .filter_map(|m| m.key.strip_prefix("snapshots/")?.parse().ok())
+            .collect();
+        let mut snapshots: Vec<(Id, Snapshot)> = futures::stream::iter(ids)
+            .map(|id| async move { Ok::<_, Error>((id, self.load_json("snapshots", &id).await?)) })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(snapshots)
+    }
+
+    /// The snapshot `spec` names: `latest`, an id, or a unique id prefix.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let all = self.snapshots().await?;
+        snapshot::select(spec, &all).cloned()
+    }
+}

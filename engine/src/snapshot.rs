@@ -1,0 +1,77 @@
+//! Snapshots (FORMAT.md, "Snapshots"): the last object a backup writes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// `fs` for a directory; later `s3`, `nfs`, `tar`.
+    pub kind: String,
+    /// Where it was read: an absolute path or a URL.
+    pub uri: String,
+}
+
+/// What a backup did, in files and bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sum of all file sizes in the snapshot.
+    pub bytes: u64,
+    /// Files whose content was read (new or changed).
+    pub files_read: u64,
+    pub bytes_read: u64,
+    /// Files taken from the parent snapshot or the registry digest map without reading.
+    pub files_unchanged: u64,
+    pub new_blobs: u64,
+    /// Plaintext bytes of new blobs.
+    pub new_bytes: u64,
+    /// Bytes added to the repository (packs and index files).
+    pub stored_bytes: u64,
+    pub new_packs: u64,
+    pub duration_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: DateTime<Utc>,
+    pub host: String,
+    pub source: SourceRef,
+    /// Name of the backed-up directory (the single entry of the root tree).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtr_version: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// The tree holding the backed-up directory as its one node.
+    pub tree: Id,
+    pub summary: Summary,
+    pub program_version: String,
+}
+
+/// Picks the snapshot `spec` names: `latest`, a full id or a unique id prefix.
+pub fn select<'a>(spec: &str, snapshots: &'a [(Id, Snapshot)]) -> Result<&'a (Id, Snapshot)> {
+    if spec == "latest" {
+        return snapshots
+            .iter()
+            .max_by_key(|(_, s)| s.time)
+            .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+    }
+    let spec_lower = spec.to_ascii_lowercase();
+    let mut matches = snapshots
+        .iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&spec_lower));
+    match (matches.next(), matches.next()) {
+        (Some(found), None) if !spec.is_empty() => Ok(found),
+        (Some(_), Some(_)) => Err(Error::AmbiguousSnapshot(spec.into())),
+        _ => Err(Error::SnapshotNotFound(spec.into())),
+    }
+}
