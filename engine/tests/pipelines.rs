@@ -1,0 +1,366 @@
+//! Backup, restore and check on the in-memory store: exactness, incremental reuse, and
+//! refusal of damaged data.
+
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use filetime::FileTime;
+use stowage_backends::faulty::FaultyStore;
+use stowage_backends::memory::MemoryStore;
+use stowage_backends::source::FsSource;
+use stowage_backends::target::FsTarget;
+use stowage_backends::{KvStore, MemoryKv, Store};
+use stowage_engine::backup::{backup, BackupOptions};
+use stowage_engine::chunker::ChunkerParams;
+use stowage_engine::progress::NoProgress;
+use stowage_engine::repo::{InitOptions, Repository};
+use stowage_engine::restore::{restore, RestoreOptions};
+use stowage_engine::{check, Error};
+
+const PASSWORD: &[u8] = b"correct horse";
+
+fn small_chunks() -> InitOptions {
+    InitOptions {
+        chunker: ChunkerParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+        },
+        ..InitOptions::default()
+    }
+}
+
+async fn open(
+    store: Arc<dyn Store>,
+    kv: Arc<dyn KvStore>,
+) -> stowage_engine::Result<Arc<Repository>> {
+    Ok(Arc::new(
+        Repository::open(store, PASSWORD, move |_| Ok(kv)).await?,
+    ))
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A small volume with every kind of entry a restore must reproduce.
+fn make_volume(root: &Path) {
+    let v2 = root.join("_data/docker/registry/v2");
+    let blob = pseudo_random(700_000, 1);
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&blob));
+    let blob_dir = v2.join(format!("blobs/sha256/{}/{digest}", &digest[..2]));
+    std::fs::create_dir_all(&blob_dir).unwrap();
+    std::fs::write(blob_dir.join("data"), &blob).unwrap();
+    let link_dir = v2.join(format!("repositories/team/app/_layers/sha256/{digest}"));
+    std::fs::create_dir_all(&link_dir).unwrap();
+    std::fs::write(link_dir.join("link"), format!("sha256:{digest}")).unwrap();
+    std::fs::create_dir_all(v2.join("repositories/team/app/_uploads/empty")).unwrap();
+    std::fs::write(root.join("_data/notes.txt"), "text ".repeat(50_000)).unwrap();
+    std::fs::write(root.join("_data/secret"), b"key material").unwrap();
+    std::fs::set_permissions(
+        root.join("_data/secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(root.join("_data/empty-file"), b"").unwrap();
+    symlink("notes.txt", root.join("_data/notes-link")).unwrap();
+    let stamp = FileTime::from_unix_time(1_767_225_600, 123_456_789);
+    filetime::set_file_mtime(root.join("_data/notes.txt"), stamp).unwrap();
+    filetime::set_file_mtime(root.join("_data/docker"), stamp).unwrap();
+}
+
+/// Every difference between two trees: kinds, bytes, modes, mtimes (ns), symlink targets.
+fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<(String, String)>) {
+        let path = root.join(rel);
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let ft = meta.file_type();
+        let content = if ft.is_symlink() {
+            format!("link {:?}", std::fs::read_link(&path).unwrap())
+        } else if ft.is_file() {
+            format!("file {}", blake3::hash(&std::fs::read(&path).unwrap()))
+        } else {
+            "dir".to_string()
+        };
+        let mtime = if ft.is_symlink() {
+            0
+        } else {
+            meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+        };
+        out.push((
+            rel.display().to_string(),
+            format!("{content} mode {:o} mtime {mtime}", meta.mode()),
+        ));
+        if ft.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for name in names {
+                walk(root, &rel.join(name), out);
+            }
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    walk(a, Path::new(""), &mut x);
+    walk(b, Path::new(""), &mut y);
+    let mut diffs = Vec::new();
+    for entry in x.iter().filter(|e| !y.contains(e)) {
+        diffs.push(format!("source {} {}", entry.0, entry.1));
+    }
+    for entry in y.iter().filter(|e| !x.contains(e)) {
+        diffs.push(format!("restored {} {}", entry.0, entry.1));
+    }
+    diffs
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    volume: std::path::PathBuf,
+    out: std::path::PathBuf,
+    store: Arc<MemoryStore>,
+    kv: Arc<MemoryKv>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("dtr-registry-r1");
+    make_volume(&volume);
+    let store = Arc::new(MemoryStore::new());
+    Repository::init(store.as_ref(), PASSWORD, &small_chunks())
+        .await
+        .unwrap();
+    Fixture {
+        out: dir.path().join("out"),
+        volume,
+        _dir: dir,
+        store,
+        kv: Arc::new(MemoryKv::new()),
+    }
+}
+
+async fn run_backup(
+    repo: &Arc<Repository>,
+    volume: &Path,
+) -> (stowage_engine::Id, stowage_engine::snapshot::Snapshot) {
+    let source = Arc::new(FsSource::new(volume).unwrap());
+    backup(
+        Arc::clone(repo),
+        source,
+        BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reproduces_the_volume_exactly() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+    assert_eq!(snap.replica_id.as_deref(), Some("r1"));
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    let summary = restore(
+        repo.clone(),
+        &snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary.verified_blobs, 1,
+        "the registry blob was checked against its digest"
+    );
+    let diffs = tree_differences(&f.volume, &f.out.join("dtr-registry-r1"));
+    assert!(
+        diffs.is_empty(),
+        "restore differs from the source:\n{}",
+        diffs.join("\n")
+    );
+
+    // Restoring over an existing volume is refused unless asked for.
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    let again = restore(
+        repo,
+        &snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert!(matches!(again, Err(Error::Invalid(m)) if m.contains("already exists")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let (_, first) = run_backup(&repo, &f.volume).await;
+    assert!(first.summary.bytes_read > 700_000);
+    let (_, second) = run_backup(&repo, &f.volume).await;
+    assert_eq!(second.summary.bytes_read, 0);
+    assert_eq!(second.summary.files_read, 0);
+    assert_eq!(
+        second.summary.new_blobs, 0,
+        "unchanged trees are the same blobs"
+    );
+    assert_eq!(second.tree, first.tree);
+
+    // A lost cache is rebuilt from index/; the registry blob is then read once more
+    // (its digest record lived only in the cache) but nothing new is stored.
+    let fresh = open(f.store.clone(), Arc::new(MemoryKv::new()))
+        .await
+        .unwrap();
+    let (_, third) = run_backup(&fresh, &f.volume).await;
+    assert_eq!(third.summary.new_blobs, 0);
+    assert_eq!(third.tree, first.tree);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_and_newer_format_are_refused() {
+    let f = fixture().await;
+    let store: Arc<dyn Store> = f.store.clone();
+    let kv: Arc<dyn KvStore> = f.kv.clone();
+    let wrong = Repository::open(store.clone(), b"nope", move |_| Ok(kv)).await;
+    assert!(
+        matches!(wrong, Err(Error::WrongPassword { keys: 1 })),
+        "{wrong:?}"
+    );
+
+    let config = f.store.get("config").await.unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    json["version"] = 99.into();
+    f.store
+        .put("config", serde_json::to_vec(&json).unwrap().into())
+        .await
+        .unwrap();
+    let kv: Arc<dyn KvStore> = f.kv.clone();
+    let newer = Repository::open(store, PASSWORD, move |_| Ok(kv)).await;
+    assert!(
+        matches!(newer, Err(Error::UnsupportedVersion { found: 99, .. })),
+        "{newer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_pack_fails_restore_and_check_names_it() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    // One blob per pack, so the damage hits exactly one file.
+    let opts = BackupOptions {
+        pack_size: 1,
+        ..BackupOptions::default()
+    };
+    let source = Arc::new(FsSource::new(&f.volume).unwrap());
+    let (snap_id, snap) = backup(repo.clone(), source, opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let root = repo.load_tree(&snap.tree).await.unwrap();
+    let volume = repo
+        .load_tree(&root.nodes[0].subtree.unwrap())
+        .await
+        .unwrap();
+    let data = repo
+        .load_tree(&volume.find(b"_data").unwrap().subtree.unwrap())
+        .await
+        .unwrap();
+    let notes = data.find(b"notes.txt").unwrap();
+    let pack = repo
+        .index()
+        .lookup(&notes.chunks()[0])
+        .unwrap()
+        .unwrap()
+        .pack;
+
+    let faulty = Arc::new(FaultyStore::new(f.store.clone()));
+    let damaged = open(faulty.clone(), f.kv.clone()).await.unwrap();
+    faulty.flip_bits_under(Some(&stowage_engine::pack::Pack::key(&pack)));
+
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    let result = restore(
+        damaged.clone(),
+        &snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await;
+    match result {
+        Err(Error::Corrupt { object, .. }) => assert!(object.contains(&pack.to_hex()), "{object}"),
+        other => panic!("restore of damaged data must fail as corrupt, got {other:?}"),
+    }
+    let restored_notes = f.out.join("dtr-registry-r1/_data/notes.txt");
+    assert!(
+        !restored_notes.exists(),
+        "a file with unverified bytes was left at {}",
+        restored_notes.display()
+    );
+
+    let report = check::check(damaged, true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.damaged_packs.len(), 1);
+    assert_eq!(report.damaged_packs[0].pack, pack);
+    assert_eq!(
+        report.damaged_packs[0].affected,
+        vec![format!(
+            "{}:/dtr-registry-r1/_data/notes.txt",
+            snap_id.short()
+        )]
+    );
+
+    faulty.flip_bits_under(None);
+    let clean = check::check(
+        open(faulty, f.kv.clone()).await.unwrap(),
+        true,
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(clean.is_ok(), "{clean:?}");
+    assert_eq!(clean.blobs_read, clean.packs_read, "one blob per pack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_upload_leaves_no_snapshot_and_the_next_backup_succeeds() {
+    let f = fixture().await;
+    let faulty = Arc::new(FaultyStore::new(f.store.clone()));
+    let repo = open(faulty.clone(), f.kv.clone()).await.unwrap();
+    faulty.fail_nth_put(1);
+    let source = Arc::new(FsSource::new(&f.volume).unwrap());
+    let failed = backup(
+        repo.clone(),
+        source,
+        BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert!(failed.is_err());
+    assert!(f.store.list("snapshots/").await.unwrap().is_empty());
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    restore(
+        repo,
+        &snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(tree_differences(&f.volume, &f.out.join("dtr-registry-r1")).is_empty());
+}
