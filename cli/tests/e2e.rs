@@ -1,0 +1,348 @@
+//! End to end: the real `stowage` binary on generated registry volumes, restores compared with
+//! GNU tar and entry by entry, and bad input refused with clear errors.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use stowage_fixtures::{generate, VolumeSpec};
+
+struct Stowage {
+    dir: tempfile::TempDir,
+    password: String,
+}
+
+impl Stowage {
+    fn new() -> Self {
+        Stowage {
+            dir: tempfile::tempdir().expect("tempdir"),
+            password: "test password".into(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_stowage"))
+            .args(args)
+            .env("STOWAGE_REPO", self.path("repo"))
+            .env("STOWAGE_CACHE_DIR", self.path("cache"))
+            .env("STOWAGE_PASSWORD", &self.password)
+            .env_remove("STOWAGE_PASSWORD_FILE")
+            .output()
+            .expect("run stowage")
+    }
+
+    /// Runs and insists on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "stowage {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON output")
+    }
+
+    /// Runs and insists on failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "stowage {args:?} should have failed");
+        String::from_utf8(out.stderr).expect("utf-8 output")
+    }
+}
+
+/// `tar --sort=name -cf - <name> | sha256sum` with nanosecond mtimes, in `parent`.
+fn gnu_tar_sha256(parent: &Path, name: &str) -> String {
+    let out = Command::new("tar")
+        .current_dir(parent)
+        .args([
+            "--sort=name",
+            "--numeric-owner",
+            "--format=posix",
+            "--pax-option=delete=atime,delete=ctime",
+            "-cf",
+            "-",
+            name,
+        ])
+        .output()
+        .expect("GNU tar runs");
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout))
+}
+
+/// Every difference between two trees: kind, bytes, mode, owner, mtime (ns), link target.
+fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+        let path = root.join(rel);
+        let meta = std::fs::symlink_metadata(&path).expect("stat");
+        let ft = meta.file_type();
+        let what = if ft.is_symlink() {
+            format!("link {:?}", std::fs::read_link(&path).expect("readlink"))
+        } else if ft.is_file() {
+            format!(
+                "file {}",
+                blake3::hash(&std::fs::read(&path).expect("read"))
+            )
+        } else {
+            "dir".to_string()
+        };
+        let mtime = if ft.is_symlink() {
+            0
+        } else {
+            meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+        };
+        out.push(format!(
+            "{} {what} mode {:o} owner {}:{} mtime {mtime}",
+            rel.display(),
+            meta.mode(),
+            meta.uid(),
+            meta.gid()
+        ));
+        if ft.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&path)
+                .expect("readdir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            names.sort();
+            for name in names {
+                walk(root, &rel.join(name), out);
+            }
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    walk(a, Path::new(""), &mut x);
+    walk(b, Path::new(""), &mut y);
+    let only_a = x
+        .iter()
+        .filter(|e| !y.contains(e))
+        .map(|e| format!("source:   {e}"));
+    let only_b = y
+        .iter()
+        .filter(|e| !x.contains(e))
+        .map(|e| format!("restored: {e}"));
+    only_a.chain(only_b).collect()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn nightly_backups_dedup_and_restore_exactly() {
+    let s = Stowage::new();
+    let volumes = s.path("volumes");
+    let spec = VolumeSpec::new(7, 12 << 20);
+    let night1 = generate(&spec, &volumes).expect("generate night 1");
+    let name = format!("dtr-registry-{}", spec.replica);
+    let volume = night1.root.to_str().expect("utf-8 path").to_string();
+    if is_root() {
+        // Owners must come back too when restoring as root.
+        let v2 = night1.root.join("_data");
+        std::os::unix::fs::chown(&v2, Some(1234), Some(5678)).expect("chown");
+    }
+
+    s.ok(&["init"]);
+    let first = s.json(&["backup", &volume, "--json"]);
+    let first = &first["snapshot"]["summary"];
+    assert_eq!(
+        first["bytes_read"], first["bytes"],
+        "night 1 reads everything"
+    );
+
+    let night2 = generate(&spec.clone().at_night(2), &volumes).expect("generate night 2");
+    assert!(night2.written_bytes > 0);
+    let second = s.json(&["backup", &volume, "--json"]);
+    let summary = &second["snapshot"]["summary"];
+    let stored = summary["stored_bytes"].as_u64().expect("stored_bytes");
+    let read = summary["bytes_read"].as_u64().expect("bytes_read");
+    // Night 2 stores little more than its new bytes: the new blobs (gzip, stored raw) plus
+    // changed trees and the index, bounded here at +5% + 256 KiB.
+    let bound = night2.written_bytes + night2.written_bytes / 20 + (256 << 10);
+    assert!(
+        stored <= bound,
+        "night 2 stored {stored} bytes for {} new bytes (bound {bound})",
+        night2.written_bytes
+    );
+    assert!(
+        read <= night2.written_bytes + (64 << 10),
+        "night 2 read {read} bytes"
+    );
+    assert_eq!(
+        second["snapshot"]["parent"],
+        s.json(&["snapshots", "--json"])[0]["id"]
+    );
+
+    // Unchanged volume: nothing read, nothing stored.
+    let third = s.json(&["backup", &volume, "--json"]);
+    let summary = &third["snapshot"]["summary"];
+    assert_eq!(summary["bytes_read"], 0);
+    assert_eq!(summary["new_blobs"], 0);
+    assert_eq!(summary["stored_bytes"], 0);
+    let stats = s.json(&["stats", "--json"]);
+    assert_eq!(stats["latest"]["bytes_read"], 0);
+    assert_eq!(stats["snapshots"], 3);
+    assert!(
+        stats["dedup_ratio"].as_f64().expect("ratio") > 2.5,
+        "{stats}"
+    );
+
+    let snapshots = s.json(&["snapshots", "--json"]);
+    let rows = snapshots.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        for field in ["id", "time", "host", "source"] {
+            assert!(
+                !row[field].is_null(),
+                "snapshots --json rows need {field}: {row}"
+            );
+        }
+    }
+
+    let listing = s.ok(&[
+        "ls",
+        "latest",
+        &format!("{name}/_data/docker/registry/v2/repositories"),
+    ]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with("/link") && l.contains(" 71 ")),
+        "{listing}"
+    );
+
+    let target = s.path("restore");
+    let restored = s.json(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert!(
+        restored["summary"]["verified_blobs"]
+            .as_u64()
+            .expect("count")
+            > 10
+    );
+    let diffs = tree_differences(&night2.root, &target.join(&name));
+    assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));
+    assert_eq!(
+        gnu_tar_sha256(&volumes, &name),
+        gnu_tar_sha256(&target, &name)
+    );
+
+    // A unique prefix of the first snapshot's id restores night 1 exactly.
+    let first_id = rows[0]["id"].as_str().expect("id");
+    let night1_target = s.path("restore-night1");
+    s.ok(&[
+        "restore",
+        &first_id[..10],
+        "--target",
+        night1_target.to_str().expect("utf-8"),
+    ]);
+    let night1_copy = s.path("night1");
+    let regenerated = generate(&spec, &night1_copy).expect("regenerate night 1");
+    if !is_root() {
+        let diffs = tree_differences(&regenerated.root, &night1_target.join(&name));
+        // Directory mtimes of the regenerated copy are deterministic too.
+        assert!(
+            diffs.is_empty(),
+            "night 1 restore differs:\n{}",
+            diffs.join("\n")
+        );
+    }
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_damage_is_found() {
+    let s = Stowage::new();
+    let missing = s.fails(&["snapshots"]);
+    assert!(missing.contains("no stowage repository"), "{missing}");
+
+    let volumes = s.path("volumes");
+    let report = generate(&VolumeSpec::small(3), &volumes).expect("generate");
+    s.ok(&["init"]);
+    let again = s.fails(&["init"]);
+    assert!(again.contains("already exists"), "{again}");
+    s.ok(&["backup", report.root.to_str().expect("utf-8")]);
+
+    let wrong = Stowage {
+        password: "not the password".into(),
+        ..Stowage::new()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
+        .args(["snapshots"])
+        .env("STOWAGE_REPO", s.path("repo"))
+        .env("STOWAGE_CACHE_DIR", wrong.path("cache"))
+        .env("STOWAGE_PASSWORD", &wrong.password)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+
+    let no_source = s.fails(&["backup", s.path("nope").to_str().expect("utf-8")]);
+    assert!(no_source.contains("nope"), "{no_source}");
+
+    // Flip one byte in the middle of the largest pack.
+    let mut packs: Vec<(u64, PathBuf)> = walk_files(&s.path("repo/data"))
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).expect("stat").len(), p))
+        .collect();
+    packs.sort();
+    let (size, pack) = packs.pop().expect("a pack");
+    let mut bytes = std::fs::read(&pack).expect("read pack");
+    bytes[(size / 3) as usize] ^= 0x01;
+    std::fs::write(&pack, bytes).expect("write pack");
+    let pack_id = pack
+        .file_name()
+        .expect("name")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
+
+    s.ok(&["check"]); // structure is intact
+    let damaged = s.fails(&["check", "--read-data"]);
+    assert!(
+        damaged.contains(&format!("pack {pack_id} is damaged")),
+        "{damaged}"
+    );
+    assert!(damaged.contains("affects"), "{damaged}");
+
+    let target = s.path("restore");
+    let failed = s.fails(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        failed.contains("corrupt") && failed.contains(&pack_id[..16]),
+        "{failed}"
+    );
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readdir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
