@@ -51,14 +51,18 @@ impl Chunker {
         Chunker { params, seed }
     }
 
-    /// Reads `reader` to its end and calls `f` on each chunk in order.
+    /// Reads `reader` to its end and calls `f` on each chunk in order. `size_hint` (the
+    /// expected length) keeps the buffer small for small files; a wrong hint costs only a
+    /// reallocation.
     pub fn chunk<R: Read, E: From<std::io::Error>>(
         &self,
         mut reader: R,
+        size_hint: u64,
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let max = self.params.max as usize;
-        let mut buf = vec![0u8; max + (4 << 20)];
+        let full = max + (4 << 20);
+        let mut buf = vec![0u8; (size_hint as usize).saturating_add(1).min(full)];
         let mut len = 0;
         let mut eof = false;
         loop {
@@ -72,6 +76,11 @@ impl Chunker {
             }
             if len == 0 {
                 return Ok(());
+            }
+            if !eof && buf.len() < full {
+                // Longer than the hint said: continue with a full-size buffer.
+                buf.resize(full, 0);
+                continue;
             }
             let cdc = FastCDC::with_level_and_seed(
                 &buf[..len],
@@ -146,7 +155,7 @@ mod tests {
         let mut streamed = Vec::new();
         let mut joined = Vec::new();
         Chunker::new(p, 7)
-            .chunk(Trickle(&data), |c| -> std::io::Result<()> {
+            .chunk(Trickle(&data), 1000, |c| -> std::io::Result<()> {
                 streamed.push(c.len());
                 joined.extend_from_slice(c);
                 Ok(())
@@ -165,7 +174,7 @@ mod tests {
         let chunks = |d: &[u8]| {
             let mut out = std::collections::HashSet::new();
             Chunker::new(params(), 1)
-                .chunk(d, |c| -> std::io::Result<()> {
+                .chunk(d, d.len() as u64, |c| -> std::io::Result<()> {
                     out.insert(blake3::hash(c));
                     Ok(())
                 })
@@ -185,7 +194,7 @@ mod tests {
     fn empty_input_has_no_chunks() {
         let mut n = 0;
         Chunker::new(params(), 0)
-            .chunk(&b""[..], |_| -> std::io::Result<()> {
+            .chunk(&b""[..], 0, |_| -> std::io::Result<()> {
                 n += 1;
                 Ok(())
             })

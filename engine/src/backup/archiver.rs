@@ -269,19 +269,19 @@ impl Archiver {
                 return Ok((Content::Inline(InlineBytes(bytes)), size));
             }
             // It grew since it was listed: chunk what was read and the rest.
-            return self.chunk(rel, std::io::Cursor::new(bytes).chain(reader));
+            return self.chunk(rel, std::io::Cursor::new(bytes).chain(reader), listed);
         }
-        self.chunk(rel, reader)
+        self.chunk(rel, reader, listed)
     }
 
-    fn chunk(&self, rel: &Path, reader: impl Read) -> Result<(Content, u64)> {
+    fn chunk(&self, rel: &Path, reader: impl Read, size_hint: u64) -> Result<(Content, u64)> {
         let digest = registry::blob_digest(rel);
         let mut sha = digest.map(|_| Sha256::new());
         let mut ids = Vec::new();
         let mut size = 0u64;
         self.repo
             .chunker()
-            .chunk(reader, |chunk| -> Result<()> {
+            .chunk(reader, size_hint, |chunk| -> Result<()> {
                 if let Some(sha) = sha.as_mut() {
                     sha.update(chunk);
                 }
