@@ -38,6 +38,7 @@ pub struct Summary {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// When the backup started.
     pub time: DateTime<Utc>,
     pub host: String,
     pub source: SourceRef,

@@ -64,6 +64,7 @@ pub async fn backup(
     progress: Arc<dyn Progress>,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
+    let time = chrono::Utc::now();
     let root = {
         let reader = Arc::clone(&source);
         tokio::task::spawn_blocking(move || reader.root())
@@ -125,7 +126,7 @@ pub async fn backup(
     summary.new_packs = written.new_packs;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
-        time: chrono::Utc::now(),
+        time,
         host: opts.host.clone(),
         source: SourceRef {
             kind: source.kind().to_string(),
