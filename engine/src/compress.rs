@@ -2,6 +2,8 @@
 //! "Compression"). Registry layers are gzip streams: compressing them again costs a full
 //! zstd pass for well under 1% gain, so a cheap entropy estimate on a sample decides first.
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,15 +49,18 @@ fn sampled_entropy(data: &[u8]) -> f64 {
         .sum()
 }
 
-/// Compresses `data` when that pays; returns the encoding and the bytes to store.
-pub fn compress(data: &[u8], level: i32) -> (Compression, Vec<u8>) {
+/// Compresses `data` when that pays; returns the encoding and the bytes to store (borrowed
+/// when stored raw).
+pub fn compress(data: &[u8], level: i32) -> (Compression, Cow<'_, [u8]>) {
     // Entropy above ~7.9 bits/byte: compressed or encrypted input; zstd would gain nothing.
     if data.len() < 64 || sampled_entropy(data) > 7.9 {
-        return (Compression::None, data.to_vec());
+        return (Compression::None, Cow::Borrowed(data));
     }
     match zstd::bulk::compress(data, level) {
-        Ok(packed) if packed.len() + packed.len() / 32 < data.len() => (Compression::Zstd, packed),
-        _ => (Compression::None, data.to_vec()),
+        Ok(packed) if packed.len() + packed.len() / 32 < data.len() => {
+            (Compression::Zstd, Cow::Owned(packed))
+        }
+        _ => (Compression::None, Cow::Borrowed(data)),
     }
 }
 
@@ -90,18 +95,18 @@ mod tests {
         let (c, packed) = compress(&text, 3);
         assert_eq!(c, Compression::Zstd);
         assert!(packed.len() < text.len() / 10);
-        let back = decompress(c, packed, text.len(), String::new).expect("decompress");
+        let back = decompress(c, packed.into_owned(), text.len(), String::new).expect("decompress");
         assert_eq!(back, text);
 
         let noise: Vec<u8> = (0..100_000).map(|_| rand::random::<u8>()).collect();
         let (c, stored) = compress(&noise, 3);
         assert_eq!(c, Compression::None);
-        assert_eq!(stored, noise);
+        assert_eq!(&stored[..], &noise[..]);
     }
 
     #[test]
     fn wrong_length_is_corruption() {
         let (c, packed) = compress(&[7u8; 4096], 3);
-        assert!(decompress(c, packed, 4000, String::new).is_err());
+        assert!(decompress(c, packed.into_owned(), 4000, String::new).is_err());
     }
 }

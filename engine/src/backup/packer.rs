@@ -92,9 +92,12 @@ impl Packer {
                 Ok((stored, bytes))
             });
         Arc::new(Packer {
+            current: Mutex::new(PackBuilder::with_capacity(pack_capacity(
+                &repo,
+                target_size,
+            ))),
             repo,
             target_size,
-            current: Mutex::new(PackBuilder::default()),
             claimed: Mutex::new(HashSet::new()),
             tx,
             uploader: Mutex::new(Some(uploader)),
@@ -120,7 +123,6 @@ impl Packer {
         }
         let (compression, stored) = compress(plain, self.repo.config().compression_level);
         let sealed = self.repo.keys().seal(&stored);
-        drop(stored);
         self.counters.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .new_bytes
@@ -129,7 +131,7 @@ impl Packer {
             let mut current = lock(&self.current);
             current.add(kind, id, compression, plain.len(), &sealed);
             if current.len() >= self.target_size {
-                let capacity = self.target_size + (1 << 20);
+                let capacity = pack_capacity(&self.repo, self.target_size);
                 Some(std::mem::replace(
                     &mut *current,
                     PackBuilder::with_capacity(capacity),
@@ -208,6 +210,12 @@ impl Packer {
             new_packs,
         })
     }
+}
+
+/// Room for a full pack, its largest possible last blob and its header, so a pack's buffer
+/// is allocated once and never doubled.
+fn pack_capacity(repo: &Repository, target_size: usize) -> usize {
+    target_size + repo.config().chunker.max as usize + SEAL_OVERHEAD + (64 << 10)
 }
 
 /// Splits packs into groups of at most [`INDEX_FILE_ENTRIES`] blobs (a pack is never split).
