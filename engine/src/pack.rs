@@ -71,7 +71,7 @@ impl PackEntry {
 
 /// Decodes a sequence of entries.
 pub fn decode_entries(b: &[u8], what: impl Fn() -> String) -> Result<Vec<PackEntry>> {
-    if b.len() % ENTRY_LEN != 0 {
+    if !b.len().is_multiple_of(ENTRY_LEN) {
         return Err(Error::corrupt(what(), "entry table has a partial entry"));
     }
     b.chunks(ENTRY_LEN)

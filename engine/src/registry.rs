@@ -7,7 +7,7 @@ use std::path::Path;
 pub fn blob_digest(path: &Path) -> Option<[u8; 32]> {
     let parts: Vec<&[u8]> = path
         .iter()
-        .map(|c| std::os::unix::ffi::OsStrExt::as_bytes(c))
+        .map(std::os::unix::ffi::OsStrExt::as_bytes)
         .collect();
     let [.., blobs, algo, prefix, hex, data] = parts.as_slice() else {
         return None;

@@ -3,6 +3,7 @@
 use stowage_backends::conformance;
 use stowage_backends::fs::FsStore;
 use stowage_backends::memory::MemoryStore;
+use stowage_backends::Store;
 
 #[tokio::test]
 async fn memory_store_conforms() {

@@ -24,6 +24,9 @@ const UPLOADS: usize = 2;
 /// Index files name at most this many blobs.
 const INDEX_FILE_ENTRIES: usize = 50_000;
 
+/// The packs the uploader stored, with their entries, and their total size.
+type Uploaded = (Vec<(Id, Vec<PackEntry>)>, u64);
+
 /// What the packer added to the repository.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Written {
@@ -46,7 +49,7 @@ pub struct Packer {
     /// Blobs added in this run: a blob two files share is packed once.
     claimed: Mutex<HashSet<Id>>,
     tx: mpsc::Sender<Pack>,
-    uploader: Mutex<Option<JoinHandle<Result<(Vec<(Id, Vec<PackEntry>)>, u64)>>>>,
+    uploader: Mutex<Option<JoinHandle<Result<Uploaded>>>>,
     /// Why the uploader stopped, for the workers whose packs it no longer takes.
     failure: Arc<Mutex<Option<String>>>,
     counters: Counters,
