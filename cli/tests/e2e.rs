@@ -1,11 +1,11 @@
 //! End to end: the real `stowage` binary on generated registry volumes, restores compared with
 //! GNU tar and entry by entry, and bad input refused with clear errors.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use stowage_fixtures::compare::tree_differences;
 use stowage_fixtures::{generate, VolumeSpec};
 
 struct Stowage {
@@ -80,59 +80,6 @@ fn gnu_tar_sha256(parent: &Path, name: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout))
-}
-
-/// Every difference between two trees: kind, bytes, mode, owner, mtime (ns), link target.
-fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
-        let path = root.join(rel);
-        let meta = std::fs::symlink_metadata(&path).expect("stat");
-        let ft = meta.file_type();
-        let what = if ft.is_symlink() {
-            format!("link {:?}", std::fs::read_link(&path).expect("readlink"))
-        } else if ft.is_file() {
-            format!(
-                "file {}",
-                blake3::hash(&std::fs::read(&path).expect("read"))
-            )
-        } else {
-            "dir".to_string()
-        };
-        let mtime = if ft.is_symlink() {
-            0
-        } else {
-            meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
-        };
-        out.push(format!(
-            "{} {what} mode {:o} owner {}:{} mtime {mtime}",
-            rel.display(),
-            meta.mode(),
-            meta.uid(),
-            meta.gid()
-        ));
-        if ft.is_dir() {
-            let mut names: Vec<_> = std::fs::read_dir(&path)
-                .expect("readdir")
-                .map(|e| e.expect("entry").file_name())
-                .collect();
-            names.sort();
-            for name in names {
-                walk(root, &rel.join(name), out);
-            }
-        }
-    }
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    walk(a, Path::new(""), &mut x);
-    walk(b, Path::new(""), &mut y);
-    let only_a = x
-        .iter()
-        .filter(|e| !y.contains(e))
-        .map(|e| format!("source:   {e}"));
-    let only_b = y
-        .iter()
-        .filter(|e| !x.contains(e))
-        .map(|e| format!("restored: {e}"));
-    only_a.chain(only_b).collect()
 }
 
 fn is_root() -> bool {
@@ -237,7 +184,7 @@ fn nightly_backups_dedup_and_restore_exactly() {
             .expect("count")
             > 10
     );
-    let diffs = tree_differences(&night2.root, &target.join(&name));
+    let diffs = tree_differences(&night2.root, &target.join(&name)).expect("compare");
     assert!(diffs.is_empty(), "restore differs:\n{}", diffs.join("\n"));
     assert_eq!(
         gnu_tar_sha256(&volumes, &name),
@@ -256,7 +203,8 @@ fn nightly_backups_dedup_and_restore_exactly() {
     let night1_copy = s.path("night1");
     let regenerated = generate(&spec, &night1_copy).expect("regenerate night 1");
     if !is_root() {
-        let diffs = tree_differences(&regenerated.root, &night1_target.join(&name));
+        let diffs =
+            tree_differences(&regenerated.root, &night1_target.join(&name)).expect("compare");
         // Directory mtimes of the regenerated copy are deterministic too.
         assert!(
             diffs.is_empty(),

@@ -1,7 +1,7 @@
 //! Backup, restore and check on the in-memory store: exactness, incremental reuse, and
 //! refusal of damaged data.
 
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -78,50 +78,8 @@ fn make_volume(root: &Path) {
     filetime::set_file_mtime(root.join("_data/docker"), stamp).unwrap();
 }
 
-/// Every difference between two trees: kinds, bytes, modes, mtimes (ns), symlink targets.
 fn tree_differences(a: &Path, b: &Path) -> Vec<String> {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<(String, String)>) {
-        let path = root.join(rel);
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        let ft = meta.file_type();
-        let content = if ft.is_symlink() {
-            format!("link {:?}", std::fs::read_link(&path).unwrap())
-        } else if ft.is_file() {
-            format!("file {}", blake3::hash(&std::fs::read(&path).unwrap()))
-        } else {
-            "dir".to_string()
-        };
-        let mtime = if ft.is_symlink() {
-            0
-        } else {
-            meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
-        };
-        out.push((
-            rel.display().to_string(),
-            format!("{content} mode {:o} mtime {mtime}", meta.mode()),
-        ));
-        if ft.is_dir() {
-            let mut names: Vec<_> = std::fs::read_dir(&path)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            names.sort();
-            for name in names {
-                walk(root, &rel.join(name), out);
-            }
-        }
-    }
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    walk(a, Path::new(""), &mut x);
-    walk(b, Path::new(""), &mut y);
-    let mut diffs = Vec::new();
-    for entry in x.iter().filter(|e| !y.contains(e)) {
-        diffs.push(format!("source {} {}", entry.0, entry.1));
-    }
-    for entry in y.iter().filter(|e| !x.contains(e)) {
-        diffs.push(format!("restored {} {}", entry.0, entry.1));
-    }
-    diffs
+    stowage_fixtures::compare::tree_differences(a, b).unwrap()
 }
 
 struct Fixture {
