@@ -76,6 +76,12 @@ pub async fn restore(
             "root must hold one entry",
         ));
     };
+    if !safe_name(&top.name.0) {
+        return Err(Error::corrupt(
+            format!("tree {}", snapshot.tree),
+            "unsafe top-level name",
+        ));
+    }
     let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&top.name.0));
     if !opts.overwrite
         && target
@@ -108,6 +114,11 @@ pub async fn restore(
         bytes: get(&restorer.bytes),
         verified_blobs: get(&restorer.verified),
     })
+}
+
+/// A name that stays inside its directory.
+fn safe_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
 fn io_at(rel: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -152,6 +163,15 @@ impl Restorer {
             .subtree
             .ok_or_else(|| Error::corrupt(rel.display().to_string(), "directory without tree"))?;
         let tree = self.repo.load_tree(&subtree).await?;
+        if let Some(bad) = tree.nodes.iter().find(|n| !safe_name(&n.name.0)) {
+            return Err(Error::corrupt(
+                format!("tree {subtree}"),
+                format!(
+                    "entry name {:?} would escape its directory",
+                    bad.name.lossy()
+                ),
+            ));
+        }
         let children: Vec<_> = tree
             .nodes
             .into_iter()
@@ -242,5 +262,19 @@ impl Restorer {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(written, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn names_that_escape_are_unsafe() {
+        assert!(safe_name(b"data"));
+        assert!(safe_name(b"..data"));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"/etc", b"a\0b"] {
+            assert!(!safe_name(bad), "{bad:?}");
+        }
     }
 }
