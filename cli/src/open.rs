@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use stowage_backends::fs::FsStore;
-use stowage_backends::{KvStore, Store};
+use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::Repository;
 use stowage_rocksdb::RocksKv;
 
@@ -111,7 +111,19 @@ impl Context {
             let dir = root.join(repo_id);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| stowage_engine::Error::io(dir.display().to_string(), e))?;
-            Ok(Arc::new(RocksKv::open(&dir)?))
+            match RocksKv::open(&dir) {
+                Ok(kv) => Ok(Arc::new(kv)),
+                // Another stowage process holds the cache (RocksDB allows one writer): work
+                // from a private in-memory cache, rebuilt from the repository's index.
+                Err(e) if e.0.contains("lock") => {
+                    eprintln!(
+                        "note: the cache in {} is in use by another stowage process; using a temporary one",
+                        dir.display()
+                    );
+                    Ok(Arc::new(MemoryKv::new()))
+                }
+                Err(e) => Err(e.into()),
+            }
         };
         Ok(Arc::new(Repository::open(store, &password, cache).await?))
     }

@@ -294,3 +294,60 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn two_backups_at_once_share_one_repository() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let volumes = s.path("volumes");
+    let a = generate(&VolumeSpec::small(11), &volumes).expect("generate a");
+    let b = generate(&VolumeSpec::small(12), &volumes).expect("generate b");
+    let spawn = |root: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_stowage"))
+            .args(["backup", root.to_str().expect("utf-8")])
+            .env("STOWAGE_REPO", s.path("repo"))
+            .env("STOWAGE_CACHE_DIR", s.path("cache"))
+            .env("STOWAGE_PASSWORD", &s.password)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (first, second) = (spawn(&a.root), spawn(&b.root));
+    for child in [first, second] {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        s.json(&["snapshots", "--json"])
+            .as_array()
+            .expect("array")
+            .len(),
+        2
+    );
+    s.ok(&["check", "--read-data"]);
+    for report in [&a, &b] {
+        let name = report
+            .root
+            .file_name()
+            .expect("name")
+            .to_str()
+            .expect("utf-8");
+        let target = s.path(&format!("restore-{name}"));
+        let snapshots = s.json(&["snapshots", "--json"]);
+        let id = snapshots
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|r| r["name"] == name)
+            .and_then(|r| r["id"].as_str())
+            .expect("snapshot of the volume")
+            .to_string();
+        s.ok(&["restore", &id, "--target", target.to_str().expect("utf-8")]);
+        let diffs = tree_differences(&report.root, &target.join(name)).expect("compare");
+        assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    }
+}
