@@ -1,15 +1,18 @@
 //! Encryption and identifiers (FORMAT.md, "Encryption" and "Keys").
 //!
-//! Every object but `config` is sealed with AES-256-GCM under the master encryption key:
+//! AES-GCM comes from `ring`, whose assembly uses VAES/VPCLMULQDQ where the CPU has them
+//! (several times RustCrypto's `aes-gcm` here). Every object but `config` is sealed with
+//! AES-256-GCM under the master encryption key:
 //! `nonce (12 bytes) || ciphertext || tag (16 bytes)`, with a fresh random nonce each time.
 //! Blob ids are BLAKE3 keyed with the master id key, so ids reveal nothing about content.
 //! The master keys are stored in `keys/<id>` files, sealed with a key derived from a password
 //! by argon2id.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -23,7 +26,7 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// The master keys of a repository.
 #[derive(Clone)]
 pub struct Keys {
-    cipher: Aes256Gcm,
+    cipher: Arc<LessSafeKey>,
     id_key: [u8; 32],
 }
 
@@ -48,7 +51,7 @@ impl Keys {
 
     fn from_parts(encrypt: [u8; 32], id_key: [u8; 32]) -> Self {
         Keys {
-            cipher: Aes256Gcm::new(&encrypt.into()),
+            cipher: cipher(&encrypt),
             id_key,
         }
     }
@@ -73,9 +76,13 @@ impl Keys {
         out.extend_from_slice(plaintext);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut out[NONCE_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut out[NONCE_LEN..],
+            )
             .expect("AES-GCM seals any message shorter than 64 GiB");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         out
     }
 
@@ -84,19 +91,22 @@ impl Keys {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(Error::corrupt(what(), "too short to be a sealed object"));
         }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12-byte nonce");
         let mut plain = body.to_vec();
-        self.cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                b"",
-                &mut plain,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| Error::corrupt(what(), "authentication failed (damaged or tampered)"))?;
+        let len = self
+            .cipher
+            .open_in_place(nonce, Aad::empty(), &mut plain)
+            .map_err(|_| Error::corrupt(what(), "authentication failed (damaged or tampered)"))?
+            .len();
+        plain.truncate(len);
         Ok(plain)
     }
+}
+
+fn cipher(key: &[u8; 32]) -> Arc<LessSafeKey> {
+    let unbound = UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key");
+    Arc::new(LessSafeKey::new(unbound))
 }
 
 /// argon2id parameters, stored with each key file.
@@ -122,7 +132,7 @@ impl KdfParams {
         }
     }
 
-    fn derive(&self, password: &[u8]) -> Result<Aes256Gcm> {
+    fn derive(&self, password: &[u8]) -> Result<Arc<LessSafeKey>> {
         if self.algorithm != "argon2id" {
             return Err(Error::Invalid(format!(
                 "key file uses unknown KDF {:?}",
@@ -140,7 +150,7 @@ impl KdfParams {
         argon
             .hash_password_into(password, &salt, &mut key)
             .map_err(|e| Error::corrupt("key file", format!("argon2: {e}")))?;
-        Ok(Aes256Gcm::new(&key.into()))
+        Ok(cipher(&key))
     }
 }
 
