@@ -56,13 +56,30 @@ impl Chunker {
     /// reallocation.
     pub fn chunk<R: Read, E: From<std::io::Error>>(
         &self,
+        reader: R,
+        size_hint: u64,
+        f: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.chunk_with(&mut Vec::new(), reader, size_hint, f)
+    }
+
+    /// [`chunk`](Self::chunk) with a caller's buffer, grown as needed and kept for reuse.
+    /// At full size the buffer holds two maximal chunks: each refill then reads at least
+    /// `max` new bytes, and a chunk cut short by the buffer's end is rescanned at most once
+    /// per `max` bytes.
+    pub fn chunk_with<R: Read, E: From<std::io::Error>>(
+        &self,
+        buf: &mut Vec<u8>,
         mut reader: R,
         size_hint: u64,
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let max = self.params.max as usize;
-        let full = max + (4 << 20);
-        let mut buf = vec![0u8; (size_hint as usize).saturating_add(1).min(full)];
+        let full = 2 * max;
+        let wanted = (size_hint as usize).saturating_add(1).min(full);
+        if buf.len() < wanted {
+            buf.resize(wanted, 0);
+        }
         let mut len = 0;
         let mut eof = false;
         loop {
@@ -77,7 +94,7 @@ impl Chunker {
             if len == 0 {
                 return Ok(());
             }
-            if !eof && buf.len() < full {
+            if !eof && buf.len() < full && len == buf.len() {
                 // Longer than the hint said: continue with a full-size buffer.
                 buf.resize(full, 0);
                 continue;
@@ -188,6 +205,26 @@ mod tests {
             "{shared} of {} chunks shared",
             a.len()
         );
+    }
+
+    #[test]
+    fn a_reused_buffer_gives_the_same_cuts() {
+        let chunker = Chunker::new(params(), 3);
+        let cuts = |buf: &mut Vec<u8>, data: &[u8], hint: u64| {
+            let mut out = Vec::new();
+            chunker
+                .chunk_with(buf, Trickle(data), hint, |c| -> std::io::Result<()> {
+                    out.push(blake3::hash(c));
+                    Ok(())
+                })
+                .expect("chunk");
+            out
+        };
+        let (big, small) = (pseudo_random(1 << 20), pseudo_random(5000));
+        let mut buf = Vec::new();
+        let first = cuts(&mut buf, &big, big.len() as u64);
+        assert_eq!(cuts(&mut buf, &small, 10), cuts(&mut Vec::new(), &small, 5000));
+        assert_eq!(cuts(&mut buf, &big, 0), first);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Archiver {
     file_slots: Arc<Semaphore>,
     /// Directory listings under way at once (high for network filesystems).
     dir_slots: Arc<Semaphore>,
+    /// Chunker buffers, one per reader, reused from file to file.
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 fn display(rel: &Path) -> String {
@@ -81,6 +83,7 @@ impl Archiver {
             counts: Counts::default(),
             file_slots: Arc::new(Semaphore::new(readers)),
             dir_slots: Arc::new(Semaphore::new(8)),
+            buffers: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -279,23 +282,34 @@ impl Archiver {
         let mut sha = digest.map(|_| Sha256::new());
         let mut ids = Vec::new();
         let mut size = 0u64;
-        self.repo
-            .chunker()
-            .chunk(reader, size_hint, |chunk| -> Result<()> {
-                if let Some(sha) = sha.as_mut() {
-                    sha.update(chunk);
-                }
-                let (id, pack) = self.packer.add(BlobKind::Data, chunk)?;
-                self.packer.submit_blocking(pack)?;
-                ids.push(id);
-                size += chunk.len() as u64;
-                self.progress.advance(chunk.len() as u64);
-                Ok(())
-            })
-            .map_err(|e| match e {
-                Error::Io { source, .. } => Error::io(display(rel), source),
-                e => e,
-            })?;
+        let mut buffer = self
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        let chunked =
+            self.repo
+                .chunker()
+                .chunk_with(&mut buffer, reader, size_hint, |chunk| -> Result<()> {
+                    if let Some(sha) = sha.as_mut() {
+                        sha.update(chunk);
+                    }
+                    let (id, pack) = self.packer.add(BlobKind::Data, chunk)?;
+                    self.packer.submit_blocking(pack)?;
+                    ids.push(id);
+                    size += chunk.len() as u64;
+                    self.progress.advance(chunk.len() as u64);
+                    Ok(())
+                });
+        self.buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(buffer);
+        chunked.map_err(|e| match e {
+            Error::Io { source, .. } => Error::io(display(rel), source),
+            e => e,
+        })?;
         if let (Some(expected), Some(sha)) = (digest, sha) {
             let actual: [u8; 32] = sha.finalize().into();
             if actual == expected {
