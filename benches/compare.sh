@@ -91,10 +91,10 @@ for round in $(seq 1 "$rounds"); do
     init "$tool"
     rm -rf "$work/live" "$work/restore" && mkdir -p "$work/live"
     cp -a "$work/night1/$vol" "$work/night1/.stowage-fixtures-cache" "$work/live/"
-    sync
+    sync; sleep 2
     run "$tool" backup bash -c "backup $tool night1"
     "$bin/stowage-fixtures" volume --out "$work/live" --size "$size" --replica $replica --night 2 > /dev/null
-    sync
+    sync; sleep 2
     run "$tool" incremental bash -c "backup $tool night2"
     run "$tool" restore bash -c "restore $tool"
   done

@@ -27,9 +27,12 @@ impl Default for ChunkerParams {
 
 impl ChunkerParams {
     pub fn validate(&self) -> Result<(), String> {
-        let ok = (64..=1 << 26).contains(&self.min)
-            && (256..=1 << 28).contains(&self.avg)
-            && (1024..=1 << 28).contains(&self.max)
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max)
             && self.min <= self.avg
             && self.avg <= self.max;
         if ok {
@@ -223,7 +226,10 @@ mod tests {
         let (big, small) = (pseudo_random(1 << 20), pseudo_random(5000));
         let mut buf = Vec::new();
         let first = cuts(&mut buf, &big, big.len() as u64);
-        assert_eq!(cuts(&mut buf, &small, 10), cuts(&mut Vec::new(), &small, 5000));
+        assert_eq!(
+            cuts(&mut buf, &small, 10),
+            cuts(&mut Vec::new(), &small, 5000)
+        );
         assert_eq!(cuts(&mut buf, &big, 0), first);
     }
 

@@ -139,6 +139,7 @@ impl Repository {
         let (config, config_hash) = Self::read_config(store.as_ref()).await?;
         let key_objects = store.list("keys/").await?;
         let mut keys = None;
+        let mut mismatch = None;
         for meta in &key_objects {
             let bytes = store.get(&meta.key).await?;
             let file: KeyFile = serde_json::from_slice(&bytes)
@@ -146,11 +147,21 @@ impl Repository {
             let password = password.to_vec();
             let opened = tokio::task::spawn_blocking(move || file.unwrap(&password, config_hash))
                 .await
-                .map_err(|e| Error::Invalid(format!("key derivation panicked: {e}")))??;
-            if let Some(k) = opened {
-                keys = Some(k);
-                break;
+                .map_err(|e| Error::Invalid(format!("key derivation panicked: {e}")))?;
+            match opened {
+                Ok(Some(k)) => {
+                    keys = Some(k);
+                    break;
+                }
+                Ok(None) => {}
+                // A key for another config (left by an `init` that failed before writing
+                // its config): not this repository's key; another one may open.
+                Err(e @ Error::Corrupt { .. }) => mismatch = Some(e),
+                Err(e) => return Err(e),
             }
+        }
+        if let (None, Some(e)) = (&keys, mismatch) {
+            return Err(e);
         }
         let keys = keys.ok_or(Error::WrongPassword {
             keys: key_objects.len(),

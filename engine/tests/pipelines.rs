@@ -166,6 +166,8 @@ async fn restore_reproduces_the_volume_exactly() {
 async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
     let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    // Outside the racy window: nothing was written in the second the backup starts.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let (_, first) = run_backup(&repo, &f.volume).await;
     assert!(first.summary.bytes_read > 700_000);
     let (_, second) = run_backup(&repo, &f.volume).await;
@@ -321,4 +323,45 @@ async fn failed_upload_leaves_no_snapshot_and_the_next_backup_succeeds() {
     .await
     .unwrap();
     assert!(tree_differences(&f.volume, &f.out.join("dtr-registry-r1")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_size_rewrite_in_the_backup_second_is_read_again() {
+    // A registry tag's current/link is rewritten in place: same size, same inode. When the
+    // rewrite lands in the clock tick the previous backup read the file, mtime (and with
+    // --ignore-ctime nothing else) tells them apart; the racy rule must re-read it.
+    let f = fixture().await;
+    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let link = f.volume.join("_data/current-link");
+    std::fs::write(&link, format!("sha256:{}", "a".repeat(64))).unwrap();
+    let stamp = FileTime::from_last_modification_time(&std::fs::metadata(&link).unwrap());
+    let opts = BackupOptions {
+        ignore_ctime: true,
+        ..BackupOptions::default()
+    };
+    let source = || Arc::new(FsSource::new(&f.volume).unwrap());
+    backup(repo.clone(), source(), opts.clone(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    std::fs::write(&link, format!("sha256:{}", "b".repeat(64))).unwrap();
+    filetime::set_file_mtime(&link, stamp).unwrap();
+    let (_, snap) = backup(repo.clone(), source(), opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    restore(
+        repo,
+        &snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let restored =
+        std::fs::read_to_string(f.out.join("dtr-registry-r1/_data/current-link")).unwrap();
+    assert!(
+        restored.ends_with(&"b".repeat(64)),
+        "stale content restored: {restored}"
+    );
 }

@@ -149,7 +149,13 @@ impl Source for FsSource {
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name().as_bytes().to_vec();
-            entries.push(entry_meta(&entry.path(), name)?);
+            match entry_meta(&entry.path(), name) {
+                Ok(meta) => entries.push(meta),
+                // Removed between the listing and the lstat (registry GC, an upload
+                // finishing): it is simply not part of this backup.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(entries)

@@ -47,6 +47,9 @@ pub struct Archiver {
     pub progress: Arc<dyn Progress>,
     pub opts: BackupOptions,
     pub counts: Counts,
+    /// Seconds since the epoch from which a timestamp in the parent snapshot proves nothing:
+    /// a file changed in the same clock tick as the parent backup read it would still match.
+    racy_since: Option<i64>,
     /// Files whose content is being read at once.
     file_slots: Arc<Semaphore>,
     /// Directory listings under way at once (high for network filesystems).
@@ -72,6 +75,7 @@ impl Archiver {
         packer: Arc<Packer>,
         progress: Arc<dyn Progress>,
         opts: BackupOptions,
+        racy_since: Option<i64>,
     ) -> Arc<Self> {
         let readers = opts.readers.max(1);
         Arc::new(Archiver {
@@ -81,6 +85,7 @@ impl Archiver {
             progress,
             opts,
             counts: Counts::default(),
+            racy_since,
             file_slots: Arc::new(Semaphore::new(readers)),
             dir_slots: Arc::new(Semaphore::new(8)),
             buffers: std::sync::Mutex::new(Vec::new()),
@@ -173,7 +178,11 @@ impl Archiver {
 
     /// Whether `previous` (from the parent snapshot) still describes the file.
     fn unchanged(&self, meta: &EntryMeta, previous: &Node) -> bool {
+        let racy = self
+            .racy_since
+            .is_some_and(|since| previous.mtime >= since || previous.ctime >= since);
         !self.opts.force
+            && !racy
             && previous.kind == NodeKind::File
             && previous.size == meta.size
             && (previous.mtime, previous.mtime_ns) == (meta.mtime.secs, meta.mtime.nanos)

@@ -97,6 +97,9 @@ pub async fn backup(
         Arc::clone(&packer),
         Arc::clone(&progress),
         opts.clone(),
+        // Timestamps from the second before the parent started on are too close to trust
+        // (coarse clocks on NFS); such files are read again.
+        parent.as_ref().map(|(_, p)| p.time.timestamp() - 1),
     );
     let root_node = Arc::clone(&archiver)
         .archive_dir(PathBuf::new(), root, parent_dir)
