@@ -106,10 +106,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut file = match open() {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+            create_dirs_durably(dir)?;
             open()?
         }
         Err(e) => return Err(e),
@@ -121,6 +118,29 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         return Err(e);
     }
     File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents (0700), fsyncing the parent of each directory it
+/// creates, so a new directory entry is as durable as the object written into it.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while fs::metadata(at).is_err() {
+        missing.push(at);
+        at = at
+            .parent()
+            .ok_or_else(|| io::Error::other("no existing ancestor"))?;
+    }
+    for dir in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            other => other?,
+        }
+        if let Some(parent) = dir.parent() {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 fn read_range(path: &Path, range: Range<u64>) -> io::Result<Bytes> {

@@ -110,13 +110,11 @@ impl Target for FsTarget {
 
     fn create_file(&self, rel: &Path) -> io::Result<Box<dyn FileSink>> {
         let dest = self.full(rel);
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::other("file path has no name"))?;
-        let mut temp_name = b".".to_vec();
-        temp_name.extend_from_slice(name.as_bytes());
-        temp_name.extend_from_slice(format!(".stowage-{:08x}", rand::random::<u32>()).as_bytes());
-        let temp = dest.with_file_name(std::ffi::OsStr::from_bytes(&temp_name));
+        if dest.file_name().is_none() {
+            return Err(io::Error::other("file path has no name"));
+        }
+        // Short, whatever the name's length: a 255-byte name must restore too.
+        let temp = dest.with_file_name(format!(".stowage-restore-{:016x}", rand::random::<u64>()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
