@@ -85,7 +85,7 @@ fn limit_heap_growth() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = open::Context::new(&cli)?;
+    let ctx = open::Context::new(&cli);
     match cli.command {
         Command::Init(args) => cmd::init::run(&ctx, args).await,
         Command::Backup(args) => cmd::backup::run(&ctx, args).await,

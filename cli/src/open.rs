@@ -21,13 +21,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(cli: &Cli) -> anyhow::Result<Self> {
-        Ok(Context {
+    pub fn new(cli: &Cli) -> Self {
+        Context {
             repo: cli.repo.clone(),
             password_file: cli.password_file.clone(),
             cache_dir: cli.cache_dir.clone(),
             quiet: cli.quiet,
-        })
+        }
     }
 
     pub fn repo_location(&self) -> anyhow::Result<&str> {

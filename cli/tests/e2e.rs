@@ -25,15 +25,20 @@ impl Stowage {
         self.dir.path().join(name)
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_stowage"))
+    /// `stowage <args>` on this repository and cache, with the password in the environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stowage"));
+        command
             .args(args)
             .env("STOWAGE_REPO", self.path("repo"))
             .env("STOWAGE_CACHE_DIR", self.path("cache"))
             .env("STOWAGE_PASSWORD", &self.password)
-            .env_remove("STOWAGE_PASSWORD_FILE")
-            .output()
-            .expect("run stowage")
+            .env_remove("STOWAGE_PASSWORD_FILE");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run stowage")
     }
 
     /// Runs and insists on success; returns stdout.
@@ -236,15 +241,9 @@ fn bad_input_gives_clear_errors_and_damage_is_found() {
     assert!(again.contains("already exists"), "{again}");
     s.ok(&["backup", report.root.to_str().expect("utf-8")]);
 
-    let wrong = Stowage {
-        password: "not the password".into(),
-        ..Stowage::new()
-    };
-    let out = Command::new(env!("CARGO_BIN_EXE_stowage"))
-        .args(["snapshots"])
-        .env("STOWAGE_REPO", s.path("repo"))
-        .env("STOWAGE_CACHE_DIR", wrong.path("cache"))
-        .env("STOWAGE_PASSWORD", &wrong.password)
+    let out = s
+        .command(&["snapshots"])
+        .env("STOWAGE_PASSWORD", "not the password")
         .output()
         .expect("run");
     assert!(!out.status.success());
@@ -312,11 +311,7 @@ fn two_backups_at_once_share_one_repository() {
     let a = generate(&VolumeSpec::small(11), &volumes).expect("generate a");
     let b = generate(&VolumeSpec::small(12), &volumes).expect("generate b");
     let spawn = |root: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_stowage"))
-            .args(["backup", root.to_str().expect("utf-8")])
-            .env("STOWAGE_REPO", s.path("repo"))
-            .env("STOWAGE_CACHE_DIR", s.path("cache"))
-            .env("STOWAGE_PASSWORD", &s.password)
+        s.command(&["backup", root.to_str().expect("utf-8")])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn")

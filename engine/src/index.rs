@@ -136,7 +136,7 @@ impl Index {
     }
 
     /// Records the packs of one index file, and the file itself, in the cache.
-    pub fn add(&self, index_file: Option<Id>, packs: &[(Id, Vec<PackEntry>)]) -> Result<()> {
+    pub fn add(&self, index_file: Id, packs: &[(Id, Vec<PackEntry>)]) -> Result<()> {
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = packs
             .iter()
             .flat_map(|(pack, entries)| {
@@ -149,9 +149,7 @@ impl Index {
                 })
             })
             .collect();
-        if let Some(file) = index_file {
-            pairs.push((key(INDEX_FILE, &file.0), Vec::new()));
-        }
+        pairs.push((key(INDEX_FILE, &index_file.0), Vec::new()));
         self.kv.put_batch(&pairs)?;
         Ok(())
     }
@@ -226,7 +224,7 @@ impl Index {
                 let what = || format!("index file {id}");
                 let plain = keys.open(&sealed, what)?;
                 let packs = decode_index_file(&plain, what)?;
-                self.add(Some(id), &packs)
+                self.add(id, &packs)
             })
             .await?;
         Ok(report)

@@ -179,12 +179,13 @@ async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     );
     assert_eq!(second.tree, first.tree);
 
-    // A lost cache is rebuilt from index/; the registry blob is then read once more
-    // (its digest record lived only in the cache) but nothing new is stored.
+    // A lost cache is rebuilt from index/: the parent snapshot still matches every file
+    // (its blobs are all indexed), so nothing is read and nothing new is stored.
     let fresh = open(f.store.clone(), Arc::new(MemoryKv::new()))
         .await
         .unwrap();
     let (_, third) = run_backup(&fresh, &f.volume).await;
+    assert_eq!(third.summary.bytes_read, 0);
     assert_eq!(third.summary.new_blobs, 0);
     assert_eq!(third.tree, first.tree);
 }
@@ -364,4 +365,31 @@ async fn same_size_rewrite_in_the_backup_second_is_read_again() {
         restored.ends_with(&"b".repeat(64)),
         "stale content restored: {restored}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_registry_blob_is_not_read_again_elsewhere() {
+    // A copy of the volume at another path has no parent snapshot; its registry blob is
+    // found by digest in the cache and not read, every other file is.
+    let f = fixture().await;
+    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    run_backup(&repo, &f.volume).await;
+    let copy = f.out.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.volume)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, snap) = run_backup(&repo, &copy.join("dtr-registry-r1")).await;
+    assert!(snap.parent.is_none());
+    assert_eq!(
+        snap.summary.files_unchanged, 1,
+        "only the registry blob is reused"
+    );
+    assert_eq!(snap.summary.bytes_read, snap.summary.bytes - 700_000);
+    // New inodes and ctimes make new trees; no file content is new.
+    assert!(snap.summary.new_bytes < 64 << 10, "{:?}", snap.summary);
 }

@@ -9,13 +9,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::store::{ObjectMeta, Store, StoreError, StoreResult};
 
-/// Wraps a store; `put` number N (counting from 1) fails when `fail_put_at` is N, and every
+/// Wraps a store; the put chosen with [`FaultyStore::fail_nth_put`] fails, and every
 /// read of a key starting with `flip_prefix` comes back with one bit flipped.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
     puts: AtomicU64,
-    pub fail_put_at: AtomicU64,
+    fail_put_at: AtomicU64,
     flip_prefix: std::sync::Mutex<Option<String>>,
 }
 

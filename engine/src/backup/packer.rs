@@ -204,7 +204,7 @@ impl Packer {
             let plain = encode_index_file(&group);
             let file = packer.repo.save_sealed("index", &plain).await?;
             stored_bytes += (plain.len() + SEAL_OVERHEAD) as u64;
-            packer.repo.index().add(Some(file), &group)?;
+            packer.repo.index().add(file, &group)?;
         }
         Ok(Written {
             new_blobs: packer.counters.new_blobs.load(Ordering::Relaxed),
