@@ -27,6 +27,9 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 #[derive(Clone)]
 pub struct Keys {
     cipher: Arc<LessSafeKey>,
+    /// The bytes behind `cipher`, kept so the keys can be wrapped again for a repository
+    /// that shares them ([`Keys::raw`]); never exposed.
+    encrypt: [u8; 32],
     id_key: [u8; 32],
 }
 
@@ -52,8 +55,31 @@ impl Keys {
     fn from_parts(encrypt: [u8; 32], id_key: [u8; 32]) -> Self {
         Keys {
             cipher: cipher(&encrypt),
+            encrypt,
             id_key,
         }
+    }
+
+    /// The key bytes, for wrapping them in a key file of another repository that shares
+    /// them (`stowage copy`). [`RawKeys`] only goes into [`KeyFile::wrap`].
+    pub fn raw(&self) -> RawKeys {
+        RawKeys {
+            encrypt: self.encrypt,
+            id: self.id_key,
+        }
+    }
+
+    /// Whether `other` holds the same key material, so that both give the same blob ids and
+    /// chunk boundaries and can open each other's sealed blobs. Compares every byte (no early
+    /// exit on the first difference).
+    pub fn same_material(&self, other: &Keys) -> bool {
+        let diff = self
+            .encrypt
+            .iter()
+            .chain(&self.id_key)
+            .zip(other.encrypt.iter().chain(&other.id_key))
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
     }
 
     /// The id of a blob with this plaintext.
@@ -132,7 +158,8 @@ impl KdfParams {
         }
     }
 
-    fn derive(&self, password: &[u8]) -> Result<Arc<LessSafeKey>> {
+    /// The wrapping key for `password`: sealing keys only (no id key).
+    fn derive(&self, password: &[u8]) -> Result<Keys> {
         if self.algorithm != "argon2id" {
             return Err(Error::Invalid(format!(
                 "key file uses unknown KDF {:?}",
@@ -150,7 +177,7 @@ impl KdfParams {
         argon
             .hash_password_into(password, &salt, &mut key)
             .map_err(|e| Error::corrupt("key file", format!("argon2: {e}")))?;
-        Ok(cipher(&key))
+        Ok(Keys::from_parts(key, [0; 32]))
     }
 }
 
@@ -168,10 +195,7 @@ impl KeyFile {
     /// Wraps the master keys (bound to the config with BLAKE3 `config_hash`) under `password`.
     pub fn wrap(raw_keys: &RawKeys, config_hash: Id, password: &[u8], host: &str) -> Result<Self> {
         let kdf = KdfParams::recommended();
-        let wrapping = Keys {
-            cipher: kdf.derive(password)?,
-            id_key: [0; 32],
-        };
+        let wrapping = kdf.derive(password)?;
         let material = KeyMaterial {
             encrypt: B64.encode(raw_keys.encrypt),
             id: B64.encode(raw_keys.id),
@@ -189,10 +213,7 @@ impl KeyFile {
     /// Opens the master keys with `password`; `None` when the password does not fit.
     /// Fails when the key does not belong to the config with hash `config_hash`.
     pub fn unwrap(&self, password: &[u8], config_hash: Id) -> Result<Option<Keys>> {
-        let wrapping = Keys {
-            cipher: self.kdf.derive(password)?,
-            id_key: [0; 32],
-        };
+        let wrapping = self.kdf.derive(password)?;
         let sealed = B64
             .decode(&self.data)
             .map_err(|_| Error::corrupt("key file", "data is not base64"))?;
@@ -220,7 +241,7 @@ impl KeyFile {
     }
 }
 
-/// Freshly generated master key bytes, kept only until they are wrapped.
+/// Master key bytes, kept only until they are wrapped in a key file.
 pub struct RawKeys {
     encrypt: [u8; 32],
     id: [u8; 32],
@@ -270,5 +291,21 @@ mod tests {
     #[test]
     fn blob_ids_are_keyed() {
         assert_ne!(Keys::random().blob_id(b"a"), Keys::random().blob_id(b"a"));
+    }
+
+    #[test]
+    fn raw_keys_rewrapped_give_the_same_material() {
+        let keys = Keys::random();
+        let config = Id::hash_of(b"another config");
+        let file = KeyFile::wrap(&keys.raw(), config, b"other pw", "host").expect("wrap");
+        let opened = file
+            .unwrap(b"other pw", config)
+            .expect("unwrap")
+            .expect("opens");
+        assert!(opened.same_material(&keys));
+        assert_eq!(opened.blob_id(b"a"), keys.blob_id(b"a"));
+        let sealed = keys.seal(b"blob");
+        assert_eq!(opened.open(&sealed, String::new).expect("open"), b"blob");
+        assert!(!Keys::random().same_material(&keys));
     }
 }

@@ -40,6 +40,12 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cache(#[from] KvError),
+    /// `copy` moves sealed blobs as they are, which needs both repositories to share keys.
+    #[error(
+        "destination repository {dst} was not created by `stowage copy` from {src}: blob ids \
+         differ (copy into a new, empty location to create a destination that shares its keys)"
+    )]
+    KeysDiffer { src: String, dst: String },
     #[error("{0}")]
     Invalid(String),
 }

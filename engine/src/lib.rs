@@ -1,10 +1,11 @@
 //! The stowage archive engine: the repository format (see `FORMAT.md`) and the backup,
-//! restore and check pipelines. It knows no concrete backend: repositories live on a
+//! restore, check and copy pipelines. It knows no concrete backend: repositories live on a
 //! [`stowage_backends::Store`], data comes from a [`stowage_backends::source::Source`] and
 //! goes to a [`stowage_backends::target::Target`].
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 
 pub mod chunker;
 pub mod compress;

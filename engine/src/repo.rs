@@ -72,8 +72,36 @@ impl std::fmt::Debug for Repository {
 }
 
 impl Repository {
-    /// Creates a repository in an empty store.
+    /// Creates a repository in an empty store, with fresh master keys.
     pub async fn init(store: &dyn Store, password: &[u8], opts: &InitOptions) -> Result<Config> {
+        let (_, raw) = RawKeys::generate();
+        Self::create(store, password, opts, &raw).await
+    }
+
+    /// Creates a repository in an empty store that shares `source`'s master keys, chunker
+    /// parameters and compression level, so both give the same blob ids and chunk boundaries
+    /// and `copy` moves sealed blobs between them as they are. The key file is new (under
+    /// `password`) and so is the repository id: the two keep separate local caches.
+    pub async fn init_from(
+        store: &dyn Store,
+        password: &[u8],
+        host: &str,
+        source: &Repository,
+    ) -> Result<Config> {
+        let opts = InitOptions {
+            chunker: source.config.chunker,
+            compression_level: source.config.compression_level,
+            host: host.to_string(),
+        };
+        Self::create(store, password, &opts, &source.keys.raw()).await
+    }
+
+    async fn create(
+        store: &dyn Store,
+        password: &[u8],
+        opts: &InitOptions,
+        raw: &RawKeys,
+    ) -> Result<Config> {
         opts.chunker.validate().map_err(Error::Invalid)?;
         match store.head("config").await {
             Ok(_) => return Err(Error::AlreadyExists(store.describe())),
@@ -89,8 +117,7 @@ impl Repository {
             created: Utc::now(),
         };
         let config_bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
-        let (_, raw) = RawKeys::generate();
-        let key_file = KeyFile::wrap(&raw, Id::hash_of(&config_bytes), password, &opts.host)?;
+        let key_file = KeyFile::wrap(raw, Id::hash_of(&config_bytes), password, &opts.host)?;
         // The key first: a config without a key would be a repository nobody can open.
         let key_json = serde_json::to_vec_pretty(&key_file).expect("key file serializes");
         store

@@ -56,6 +56,18 @@ pub struct Snapshot {
     pub tree: Id,
     pub summary: Summary,
     pub program_version: String,
+    /// Set on a copy made by `stowage copy`: the id of the snapshot it was copied from, or of
+    /// that snapshot's own original when it was a copy too (the first id of the chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
+}
+
+impl Snapshot {
+    /// The id that names this backup in every repository it was copied to: its `original`,
+    /// or `id` (its own id) when it is not a copy.
+    pub fn origin(&self, id: Id) -> Id {
+        self.original.unwrap_or(id)
+    }
 }
 
 /// Picks the snapshot `spec` names: `latest`, a full id or a unique id prefix.

@@ -24,6 +24,12 @@ pub enum StoreError {
         key: String,
         reason: &'static str,
     },
+    #[error("{store}: {key} is under object lock retention until {until}; it cannot be deleted before then")]
+    Locked {
+        store: String,
+        key: String,
+        until: String,
+    },
     #[error("{store}: {op} {key}: injected fault")]
     Injected {
         store: String,
@@ -52,12 +58,14 @@ pub struct ObjectMeta {
 /// The contract (checked by [`crate::conformance`] for every backend):
 /// - Keys are `/`-separated relative paths of `[A-Za-z0-9._-]` segments.
 /// - `put` is atomic: a reader sees either no object or the whole object, never a prefix,
-///   and once `put` returns the object is durable. Putting an existing key replaces it
-///   atomically. stowage only puts keys that are content hashes or fresh random ids, so a
-///   replaced object always has the same bytes; correctness never depends on put-if-absent.
+///   and once `put` returns the object is durable. Putting an existing key either keeps the
+///   existing object (a store that honours conditional create, e.g. S3 `If-None-Match`) or
+///   replaces it atomically. stowage only puts keys that are content hashes or fresh random
+///   ids, so both leave the same bytes; correctness never depends on put-if-absent.
 /// - Read-after-write: `get`, `head` and `list` see an object once its `put` returned.
 /// - `get`/`get_range`/`head` of a missing key fail with [`StoreError::NotFound`];
-///   `delete` of a missing key succeeds.
+///   `delete` of a missing key succeeds; `delete` of an object under retention (S3 Object
+///   Lock) fails with [`StoreError::Locked`] and leaves it in place.
 /// - `list(prefix)` returns every object whose key starts with `prefix`, in no given order.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {

@@ -143,6 +143,7 @@ pub async fn backup(
         tree,
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
+        original: None,
     };
     // Last: only now is everything it refers to durable and indexed.
     let id = repo.save_json("snapshots", &snapshot).await?;

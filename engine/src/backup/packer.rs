@@ -1,6 +1,8 @@
-//! Turns blobs into packs and packs into durable objects, then records them in index files
-//! (FORMAT.md, "Write order"): a pack is stored before any index file names it, and index
-//! files are written before the snapshot that needs them.
+//! Turns blobs into packs and packs into durable objects, and records them in index files
+//! as they land (FORMAT.md, "Write order"): a pack is stored before any index file names it,
+//! and index files are written before the snapshot that needs them. Index files are written
+//! every [`INDEX_EVERY_PACKS`] packs, so an interrupted run leaves most of its packs indexed
+//! and the next run (backup or copy) reuses them.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::compress::compress;
+use crate::compress::{compress, Compression};
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -23,9 +25,16 @@ use crate::repo::Repository;
 const UPLOADS: usize = 2;
 /// Index files name at most this many blobs.
 const INDEX_FILE_ENTRIES: usize = 50_000;
+/// An index file is written once this many stored packs are in none (or sooner, when they
+/// hold [`INDEX_FILE_ENTRIES`] blobs).
+pub const INDEX_EVERY_PACKS: usize = 32;
 
-/// The packs the uploader stored, with their entries, and their total size.
-type Uploaded = (Vec<(Id, Vec<PackEntry>)>, u64);
+/// What the uploader stored: packs, and bytes of packs and index files.
+#[derive(Debug, Default, Clone, Copy)]
+struct Uploaded {
+    packs: u64,
+    stored_bytes: u64,
+}
 
 /// What the packer added to the repository.
 #[derive(Debug, Default, Clone, Copy)]
@@ -59,41 +68,88 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Stored packs that no index file names yet.
+#[derive(Default)]
+struct Unindexed {
+    packs: Vec<(Id, Vec<PackEntry>)>,
+    blobs: usize,
+}
+
+impl Unindexed {
+    /// Writes an index file naming the packs (all durable) and records it in the local
+    /// index; returns the bytes stored.
+    async fn flush(&mut self, repo: &Repository) -> Result<u64> {
+        if self.packs.is_empty() {
+            return Ok(0);
+        }
+        let plain = encode_index_file(&self.packs);
+        let file = repo.save_sealed("index", &plain).await?;
+        repo.index().add(file, &self.packs)?;
+        *self = Unindexed::default();
+        Ok((plain.len() + SEAL_OVERHEAD) as u64)
+    }
+}
+
+/// Stores the packs coming from `rx`, writing index files as they land and for the rest
+/// once `rx` closes. A failure is recorded in `failure` while `rx` is still open, so a
+/// worker whose pack is refused always learns why.
+async fn upload(
+    repo: Arc<Repository>,
+    rx: mpsc::Receiver<Pack>,
+    failure: Arc<Mutex<Option<String>>>,
+) -> Result<Uploaded> {
+    let packs =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+    let uploads = packs
+        .map(|pack| {
+            let store = Arc::clone(repo.store());
+            async move {
+                let len = pack.bytes.len() as u64;
+                store
+                    .put(&Pack::key(&pack.id), Bytes::from(pack.bytes))
+                    .await?;
+                Ok::<_, Error>((pack.id, pack.entries, len))
+            }
+        })
+        .buffer_unordered(UPLOADS);
+    let mut uploads = std::pin::pin!(uploads);
+    let result = index_as_stored(&repo, &mut uploads).await;
+    if let Err(e) = &result {
+        *lock(&failure) = Some(e.to_string());
+    }
+    result
+}
+
+async fn index_as_stored(
+    repo: &Repository,
+    uploads: &mut (impl futures::Stream<Item = Result<(Id, Vec<PackEntry>, u64)>> + Unpin),
+) -> Result<Uploaded> {
+    let mut done = Uploaded::default();
+    let mut unindexed = Unindexed::default();
+    // Index files are small: writing one holds up the pack uploads only briefly.
+    while let Some(stored) = uploads.next().await {
+        let (id, entries, len) = stored?;
+        done.packs += 1;
+        done.stored_bytes += len;
+        if unindexed.blobs + entries.len() > INDEX_FILE_ENTRIES {
+            done.stored_bytes += unindexed.flush(repo).await?;
+        }
+        unindexed.blobs += entries.len();
+        unindexed.packs.push((id, entries));
+        if unindexed.packs.len() >= INDEX_EVERY_PACKS || unindexed.blobs >= INDEX_FILE_ENTRIES {
+            done.stored_bytes += unindexed.flush(repo).await?;
+        }
+    }
+    done.stored_bytes += unindexed.flush(repo).await?;
+    Ok(done)
+}
+
 impl Packer {
     /// Starts the uploader; must be called within the tokio runtime.
     pub fn start(repo: Arc<Repository>, target_size: usize) -> Arc<Self> {
         let (tx, rx) = mpsc::channel::<Pack>(1);
-        let store = Arc::clone(repo.store());
         let failure = Arc::new(Mutex::new(None));
-        let failure_slot = Arc::clone(&failure);
-        let uploader =
-            tokio::spawn(async move {
-                let packs = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|p| (p, rx))
-                });
-                let mut stored = Vec::new();
-                let mut bytes = 0u64;
-                let mut uploads = std::pin::pin!(packs
-                    .map(|pack| {
-                        let store = Arc::clone(&store);
-                        async move {
-                            let len = pack.bytes.len() as u64;
-                            store
-                                .put(&Pack::key(&pack.id), Bytes::from(pack.bytes))
-                                .await?;
-                            Ok::<_, Error>((pack.id, pack.entries, len))
-                        }
-                    })
-                    .buffer_unordered(UPLOADS));
-                while let Some(done) = uploads.next().await {
-                    let (id, entries, len) = done.inspect_err(|e| {
-                        *lock(&failure_slot) = Some(e.to_string());
-                    })?;
-                    bytes += len;
-                    stored.push((id, entries));
-                }
-                Ok((stored, bytes))
-            });
+        let uploader = tokio::spawn(upload(Arc::clone(&repo), rx, Arc::clone(&failure)));
         Arc::new(Packer {
             current: Mutex::new(PackBuilder::with_capacity(pack_capacity(
                 &repo,
@@ -126,13 +182,43 @@ impl Packer {
         }
         let (compression, stored) = compress(plain, self.repo.config().compression_level);
         let sealed = self.repo.keys().seal(&stored);
+        Ok((id, self.push(kind, id, compression, plain.len(), &sealed)))
+    }
+
+    /// Adds a blob that is already compressed and sealed under this repository's keys (read
+    /// from a repository that shares them), unless the repository already has it. The
+    /// caller has verified that `sealed` opens to a plaintext of `raw_length` bytes with id
+    /// `id`. Returns a finished pack for the caller to [`submit`](Self::submit).
+    pub fn add_sealed(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        compression: Compression,
+        raw_length: usize,
+        sealed: &[u8],
+    ) -> Result<Option<Pack>> {
+        if !self.claim(&id)? {
+            return Ok(None);
+        }
+        Ok(self.push(kind, id, compression, raw_length, sealed))
+    }
+
+    /// Appends a claimed blob to the current pack; returns the pack when it is full.
+    fn push(
+        &self,
+        kind: BlobKind,
+        id: Id,
+        compression: Compression,
+        raw_length: usize,
+        sealed: &[u8],
+    ) -> Option<Pack> {
         self.counters.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .new_bytes
-            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+            .fetch_add(raw_length as u64, Ordering::Relaxed);
         let full = {
             let mut current = lock(&self.current);
-            current.add(kind, id, compression, plain.len(), &sealed);
+            current.add(kind, id, compression, raw_length, sealed);
             if current.len() >= self.target_size {
                 let capacity = pack_capacity(&self.repo, self.target_size);
                 Some(std::mem::replace(
@@ -143,7 +229,7 @@ impl Packer {
                 None
             }
         };
-        Ok((id, full.map(|b| b.finish(self.repo.keys()))))
+        full.map(|b| b.finish(self.repo.keys()))
     }
 
     /// Hands a finished pack to the uploader, waiting while it is busy (from a blocking
@@ -181,37 +267,44 @@ impl Packer {
         Ok(id)
     }
 
-    /// Stores the last pack, waits for every upload, then writes the index files naming
-    /// them. After this returns, every blob added is durable and indexed.
+    /// Stores the last pack, waits for every upload, and indexes the packs not yet in an
+    /// index file. After this returns, every blob added is durable and indexed.
     pub async fn finish(self: Arc<Self>) -> Result<Written> {
         let last = std::mem::take(&mut *lock(&self.current));
         if !last.is_empty() {
             self.submit(Some(last.finish(self.repo.keys()))).await?;
         }
-        let uploader = lock(&self.uploader).take();
         let Ok(packer) = Arc::try_unwrap(self) else {
             return Err(Error::Invalid("packer finished while still in use".into()));
         };
-        drop(packer.tx);
-        let (packs, mut stored_bytes) = match uploader {
+        let uploader = lock(&packer.uploader).take();
+        let new_blobs = packer.counters.new_blobs.load(Ordering::Relaxed);
+        let new_bytes = packer.counters.new_bytes.load(Ordering::Relaxed);
+        // Closes the channel: the uploader stores what it holds, indexes it and returns.
+        drop(packer);
+        let uploaded = match uploader {
             Some(handle) => handle
                 .await
                 .map_err(|e| Error::Invalid(format!("uploader panicked: {e}")))??,
-            None => (Vec::new(), 0),
+            None => Uploaded::default(),
         };
-        let new_packs = packs.len() as u64;
-        for group in index_groups(packs) {
-            let plain = encode_index_file(&group);
-            let file = packer.repo.save_sealed("index", &plain).await?;
-            stored_bytes += (plain.len() + SEAL_OVERHEAD) as u64;
-            packer.repo.index().add(file, &group)?;
-        }
         Ok(Written {
-            new_blobs: packer.counters.new_blobs.load(Ordering::Relaxed),
-            new_bytes: packer.counters.new_bytes.load(Ordering::Relaxed),
-            stored_bytes,
-            new_packs,
+            new_blobs,
+            new_bytes,
+            stored_bytes: uploaded.stored_bytes,
+            new_packs: uploaded.packs,
         })
+    }
+}
+
+impl Drop for Packer {
+    /// A packer dropped without [`finish`](Self::finish) (its job failed) stops uploading:
+    /// nothing it would still write is needed, and nothing is left running behind the
+    /// failed job.
+    fn drop(&mut self) {
+        if let Some(handle) = lock(&self.uploader).take() {
+            handle.abort();
+        }
     }
 }
 
@@ -221,17 +314,83 @@ fn pack_capacity(repo: &Repository, target_size: usize) -> usize {
     target_size + repo.config().chunker.max as usize + SEAL_OVERHEAD + (64 << 10)
 }
 
-/// Splits packs into groups of at most [`INDEX_FILE_ENTRIES`] blobs (a pack is never split).
-fn index_groups(packs: Vec<(Id, Vec<PackEntry>)>) -> Vec<Vec<(Id, Vec<PackEntry>)>> {
-    let mut groups: Vec<Vec<(Id, Vec<PackEntry>)>> = Vec::new();
-    let mut in_group = 0;
-    for pack in packs {
-        if groups.is_empty() || in_group + pack.1.len() > INDEX_FILE_ENTRIES {
-            groups.push(Vec::new());
-            in_group = 0;
-        }
-        in_group += pack.1.len();
-        groups.last_mut().expect("just pushed").push(pack);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::InitOptions;
+    use stowage_backends::memory::MemoryStore;
+    use stowage_backends::{MemoryKv, Store};
+
+    async fn repo() -> (Arc<MemoryStore>, Arc<Repository>) {
+        let store = Arc::new(MemoryStore::new());
+        Repository::init(store.as_ref(), b"pw", &InitOptions::default())
+            .await
+            .expect("init");
+        let kv = Arc::new(MemoryKv::new());
+        let repo = Repository::open(store.clone(), b"pw", move |_| Ok(kv))
+            .await
+            .expect("open");
+        (store, Arc::new(repo))
     }
-    groups
+
+    #[tokio::test]
+    async fn index_files_are_written_every_32_packs_and_at_the_end() {
+        let (store, repo) = repo().await;
+        // One blob per pack.
+        let packer = Packer::start(Arc::clone(&repo), 1);
+        for n in 0..70u32 {
+            packer
+                .add_async(BlobKind::Data, &n.to_le_bytes())
+                .await
+                .expect("add");
+        }
+        let written = packer.finish().await.expect("finish");
+        assert_eq!((written.new_packs, written.new_blobs), (70, 70));
+        let files = store.list("index/").await.expect("list");
+        assert_eq!(files.len(), 3, "32 + 32 + the last 6");
+        let indexed: u64 = files.iter().map(|f| f.size).sum();
+        assert_eq!(
+            written.stored_bytes,
+            indexed
+                + store
+                    .list("data/")
+                    .await
+                    .expect("list")
+                    .iter()
+                    .map(|f| f.size)
+                    .sum::<u64>()
+        );
+        for n in 0..70u32 {
+            assert_eq!(
+                repo.read_blob(&repo.keys().blob_id(&n.to_le_bytes()))
+                    .await
+                    .expect("read"),
+                n.to_le_bytes()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn sealed_blobs_are_stored_as_they_are_and_once() {
+        let (_store, repo) = repo().await;
+        let plain = b"a blob from a repository with the same keys".repeat(10);
+        let id = repo.keys().blob_id(&plain);
+        let (compression, stored) = compress(&plain, 3);
+        let sealed = repo.keys().seal(&stored);
+        let packer = Packer::start(Arc::clone(&repo), 16 << 20);
+        for _ in 0..2 {
+            let full = packer
+                .add_sealed(BlobKind::Data, id, compression, plain.len(), &sealed)
+                .expect("add");
+            packer.submit(full).await.expect("submit");
+        }
+        let written = packer.finish().await.expect("finish");
+        assert_eq!(
+            (written.new_blobs, written.new_bytes),
+            (1, plain.len() as u64)
+        );
+        assert_eq!(repo.read_blob(&id).await.expect("read"), plain);
+        let loc = repo.index().lookup(&id).expect("lookup").expect("indexed");
+        assert_eq!(loc.entry.length as usize, sealed.len());
+    }
 }

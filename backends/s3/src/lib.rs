@@ -1,0 +1,34 @@
+//! S3 for stowage: a repository in a bucket ([`S3Store`]), a registry that uses the
+//! registry's `s3` storage driver as a backup source ([`S3Source`]), and a bucket as a
+//! restore target ([`S3Target`]).
+//!
+//! Requests go through `object_store` (retries with backoff, multipart uploads, conditional
+//! create); `aws-sdk-s3` is used where `object_store` has no API: Object Lock retention and
+//! storage classes on writes, and retention checks before deletes. Both clients share one
+//! credential chain (the standard AWS environment, profile and instance-metadata chain).
+
+mod client;
+mod location;
+mod options;
+mod source;
+mod store;
+mod target;
+pub mod testing;
+
+pub use client::S3Client;
+pub use location::S3Url;
+pub use options::{LockMode, ObjectLock, S3Options, StaticCredentials};
+pub use source::S3Source;
+pub use store::S3Store;
+pub use target::S3Target;
+
+/// Runs a future to completion from synchronous code: on a runtime worker thread it hands
+/// the worker's other tasks to another thread first; on a blocking thread it simply waits.
+/// The [`source`] and [`target`] traits are synchronous (the engine calls them from worker
+/// threads), while S3 requests are async.
+pub(crate) fn block_on<F: std::future::Future>(
+    handle: &tokio::runtime::Handle,
+    future: F,
+) -> F::Output {
+    tokio::task::block_in_place(|| handle.block_on(future))
+}

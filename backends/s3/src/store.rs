@@ -1,0 +1,240 @@
+//! A repository in a bucket (and key prefix).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, WriteMultipart,
+};
+use stowage_backends::store::validate_key;
+use stowage_backends::{ObjectMeta, Store, StoreError, StoreResult};
+
+use crate::client::S3Client;
+use crate::location::S3Url;
+use crate::options::S3Options;
+
+/// A [`Store`] on S3 or an S3-compatible server.
+///
+/// Writes are create-if-absent (`If-None-Match: *`) where the server honours it; an object
+/// that is already there is left alone, which is correct because every repository key is
+/// a content hash or a fresh random id. Objects from `multipart_threshold` up are uploaded in
+/// parts. With Object Lock settings every object is written with retention, and `delete`
+/// refuses objects still under retention.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Arc<S3Client>,
+    url: S3Url,
+}
+
+impl S3Store {
+    pub async fn open(url: S3Url, options: &S3Options) -> StoreResult<Self> {
+        let client = S3Client::connect(&url.bucket, options).await?;
+        Ok(S3Store { client, url })
+    }
+
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+
+    fn error(&self, op: &'static str, key: &str, message: impl ToString) -> StoreError {
+        StoreError::Io {
+            store: self.describe(),
+            op,
+            key: key.to_string(),
+            source: std::io::Error::other(message.to_string()),
+        }
+    }
+
+    fn object_error(&self, op: &'static str, key: &str, e: object_store::Error) -> StoreError {
+        match e {
+            // S3 answers 404 for a missing bucket too: that is no "missing object".
+            object_store::Error::NotFound { ref source, .. }
+                if format!("{source:?}").contains("NoSuchBucket") =>
+            {
+                self.error(
+                    op,
+                    key,
+                    format!("bucket {} does not exist", self.url.bucket),
+                )
+            }
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            },
+            e => self.error(op, key, e),
+        }
+    }
+
+    fn path(&self, op: &'static str, key: &str) -> StoreResult<object_store::path::Path> {
+        validate_key(&self.describe(), key)?;
+        self.client
+            .path(&self.url.key(key))
+            .map_err(|e| self.error(op, key, e))
+    }
+
+    async fn put_multipart(
+        &self,
+        path: &object_store::path::Path,
+        data: Bytes,
+    ) -> object_store::Result<()> {
+        let upload = self
+            .client
+            .objects
+            .put_multipart_opts(path, PutMultipartOptions::default())
+            .await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.client.options.part_size);
+        writer.put(data);
+        writer.finish().await.map(drop)
+    }
+}
+
+/// Packs are the bulk of a repository: the only objects given the chosen storage class.
+fn is_pack(key: &str) -> bool {
+    key.starts_with("data/")
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        self.url.to_string()
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        let path = self.path("put", key)?;
+        let _slot = self.client.slot().await;
+        if self.client.writes_with_sdk(is_pack(key)) {
+            return self
+                .client
+                .sdk_put(path.as_ref(), data, is_pack(key))
+                .await
+                .map_err(|e| self.error("put", key, e));
+        }
+        let result = if data.len() >= self.client.options.multipart_threshold {
+            self.put_multipart(&path, data).await
+        } else {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            self.client
+                .objects
+                .put_opts(&path, data.into(), opts)
+                .await
+                .map(drop)
+        };
+        match result {
+            Ok(()) => Ok(()),
+            // Already there: same key, same bytes (see the type's documentation).
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(()),
+            Err(e) => Err(self.object_error("put", key, e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        let path = self.path("get", key)?;
+        let _slot = self.client.slot().await;
+        let result = self.client.objects.get(&path).await;
+        match result {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| self.object_error("get", key, e)),
+            Err(e) => Err(self.object_error("get", key, e)),
+        }
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        let path = self.path("get", key)?;
+        let _slot = self.client.slot().await;
+        let result = match range.is_empty() {
+            true => self.client.objects.head(&path).await.map(|_| Bytes::new()),
+            false => self.client.objects.get_range(&path, range.clone()).await,
+        };
+        match result {
+            Ok(bytes) => Ok(bytes),
+            Err(e @ object_store::Error::NotFound { .. }) => Err(self.object_error("get", key, e)),
+            // A range starting at or past the end (S3 answers 416): clipped to nothing.
+            Err(e) => match self.client.objects.head(&path).await {
+                Ok(meta) if range.start >= meta.size => Ok(Bytes::new()),
+                _ => Err(self.object_error("get", key, e)),
+            },
+        }
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
+        let path = self.path("head", key)?;
+        let _slot = self.client.slot().await;
+        let meta = self
+            .client
+            .objects
+            .head(&path)
+            .await
+            .map_err(|e| self.object_error("head", key, e))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: meta.size,
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        // object_store lists by whole path segments: list the directory part of the prefix
+        // and keep the keys that start with the rest.
+        let dir = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let full_dir = self.url.key(dir);
+        let dir_path = match full_dir.is_empty() {
+            true => None,
+            false => Some(
+                self.client
+                    .path(&full_dir)
+                    .map_err(|e| self.error("list", prefix, e))?,
+            ),
+        };
+        let _slot = self.client.slot().await;
+        let objects: Vec<object_store::ObjectMeta> = self
+            .client
+            .objects
+            .list(dir_path.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| self.object_error("list", prefix, e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|m| {
+                let key = self.url.relative(m.location.as_ref())?;
+                key.starts_with(prefix).then(|| ObjectMeta {
+                    key: key.to_string(),
+                    size: m.size,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let path = self.path("delete", key)?;
+        let _slot = self.client.slot().await;
+        // In a bucket with Object Lock a plain DELETE "succeeds" by hiding the object behind a
+        // delete marker; a repository must not lose objects it was told to keep that way.
+        if let Some(until) = self
+            .client
+            .retained_until(path.as_ref())
+            .await
+            .map_err(|e| self.error("delete", key, e))?
+        {
+            return Err(StoreError::Locked {
+                store: self.describe(),
+                key: key.to_string(),
+                until: chrono::DateTime::<chrono::Utc>::from(until).to_rfc3339(),
+            });
+        }
+        match self.client.objects.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.object_error("delete", key, e)),
+        }
+    }
+}
