@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
     about = "Deduplicating, encrypted backups of Docker registry storage"
 )]
 pub struct Cli {
-    /// Repository location: a directory path.
+    /// Repository location: a directory path or s3://bucket/prefix.
     #[arg(long, short = 'r', env = "STOWAGE_REPO", global = true)]
     repo: Option<String>,
     /// Read the repository password from this file (else STOWAGE_PASSWORD, else a prompt).
@@ -29,15 +29,62 @@ pub struct Cli {
     /// Never draw progress bars.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    #[command(flatten)]
+    s3: S3Args,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach s3:// locations (repositories, sources, targets). Credentials come from the
+/// standard AWS chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles.
+#[derive(clap::Args)]
+#[command(next_help_heading = "S3")]
+pub struct S3Args {
+    /// An S3-compatible endpoint (e.g. http://127.0.0.1:9000); AWS itself when unset.
+    #[arg(long, env = "AWS_ENDPOINT_URL", global = true)]
+    s3_endpoint: Option<String>,
+    /// Region (default: AWS_REGION, the profile's, or us-east-1).
+    #[arg(long, global = true)]
+    s3_region: Option<String>,
+    /// Address buckets as https://bucket.host/ instead of https://host/bucket/.
+    #[arg(long, global = true)]
+    s3_virtual_hosted: bool,
+    /// Write every object with Object Lock retention, e.g. governance:30d or compliance:90d
+    /// (the bucket must have Object Lock enabled).
+    #[arg(long, env = "STOWAGE_S3_LOCK", global = true)]
+    s3_lock: Option<stowage_s3::ObjectLock>,
+    /// Storage class for packs, e.g. STANDARD_IA or GLACIER_IR (other objects stay STANDARD).
+    #[arg(long, env = "STOWAGE_S3_STORAGE_CLASS", global = true)]
+    s3_storage_class: Option<String>,
+    /// Retries of a failed S3 request, with exponential backoff.
+    #[arg(long, env = "STOWAGE_S3_RETRIES", default_value_t = 6, global = true)]
+    s3_retries: usize,
+    /// Seconds one S3 request attempt may take.
+    #[arg(long, env = "STOWAGE_S3_TIMEOUT", default_value_t = 60, global = true)]
+    s3_timeout: u64,
+}
+
+impl S3Args {
+    fn options(&self) -> stowage_s3::S3Options {
+        stowage_s3::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            virtual_hosted: self.s3_virtual_hosted,
+            lock: self.s3_lock,
+            storage_class: self.s3_storage_class.clone(),
+            retries: self.s3_retries,
+            timeout: std::time::Duration::from_secs(self.s3_timeout.max(1)),
+            ..stowage_s3::S3Options::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Create a new repository.
     Init(cmd::init::Args),
-    /// Back up a directory (e.g. /var/lib/docker/volumes/dtr-registry-<replica>).
+    /// Back up a directory (e.g. /var/lib/docker/volumes/dtr-registry-<replica>) or a registry
+    /// kept in a bucket (s3://bucket/rootdirectory).
     Backup(cmd::backup::Args),
     /// List snapshots.
     Snapshots(cmd::snapshots::Args),
@@ -49,6 +96,11 @@ enum Command {
     Check(cmd::check::Args),
     /// Show what the repository stores and what deduplication saves.
     Stats(cmd::stats::Args),
+    /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
+    /// blobs it lacks; creates the destination when it does not exist.
+    Copy(cmd::copy::Args),
+    /// Measure a store: put/get/list throughput and latency by object size.
+    BenchStore(cmd::bench_store::Args),
 }
 
 fn main() -> ExitCode {
@@ -94,5 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => cmd::restore::run(&ctx, args).await,
         Command::Check(args) => cmd::check::run(&ctx, args).await,
         Command::Stats(args) => cmd::stats::run(&ctx, args).await,
+        Command::Copy(args) => cmd::copy::run(&ctx, args).await,
+        Command::BenchStore(args) => cmd::bench_store::run(&ctx, args).await,
     }
 }

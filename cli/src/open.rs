@@ -9,6 +9,7 @@ use stowage_backends::fs::FsStore;
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::Repository;
 use stowage_rocksdb::RocksKv;
+use stowage_s3::{S3Options, S3Store, S3Url};
 
 use crate::progress::Bars;
 use crate::Cli;
@@ -18,6 +19,31 @@ pub struct Context {
     password_file: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     pub quiet: bool,
+    pub s3: S3Options,
+}
+
+/// Where a repository, a source or a target is: a directory or a bucket and prefix.
+pub enum Location {
+    Dir(PathBuf),
+    S3(S3Url),
+}
+
+impl Location {
+    pub fn parse(location: &str) -> anyhow::Result<Self> {
+        if let Some(url) = S3Url::parse(location) {
+            return Ok(Location::S3(url.map_err(|e| anyhow!(e))?));
+        }
+        if let Some((scheme, _)) = location.split_once("://") {
+            if scheme != "file" {
+                bail!(
+                    "{location}: unsupported location (use a directory path or s3://bucket/prefix)"
+                );
+            }
+        }
+        Ok(Location::Dir(PathBuf::from(
+            location.strip_prefix("file://").unwrap_or(location),
+        )))
+    }
 }
 
 impl Context {
@@ -27,6 +53,7 @@ impl Context {
             password_file: cli.password_file.clone(),
             cache_dir: cli.cache_dir.clone(),
             quiet: cli.quiet,
+            s3: cli.s3.options(),
         }
     }
 
@@ -37,60 +64,40 @@ impl Context {
     }
 
     /// The store of an existing repository.
-    pub fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let location = self.repo_location()?;
-        let path = location.strip_prefix("file://").unwrap_or(location);
-        match FsStore::open(path) {
-            Ok(store) => Ok(Arc::new(store)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(stowage_engine::Error::NoRepository {
-                    location: location.to_string(),
-                    detail: "the directory does not exist".into(),
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        self.store_at(self.repo_location()?).await
+    }
+
+    pub async fn store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
+        match Location::parse(location)? {
+            Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
+            Location::Dir(path) => match FsStore::open(&path) {
+                Ok(store) => Ok(Arc::new(store)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(stowage_engine::Error::NoRepository {
+                        location: location.to_string(),
+                        detail: "the directory does not exist".into(),
+                    }
+                    .into())
                 }
-                .into())
-            }
-            Err(e) => Err(anyhow!("{location}: {e}")),
+                Err(e) => Err(anyhow!("{location}: {e}")),
+            },
         }
     }
 
-    /// The store for a new repository (its directory is created).
-    pub fn new_store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let location = self.repo_location()?;
-        let path = location.strip_prefix("file://").unwrap_or(location);
-        Ok(Arc::new(
-            FsStore::create(path).with_context(|| format!("creating {location}"))?,
-        ))
+    /// The store for a new repository (a directory is created; a bucket must exist).
+    pub async fn new_store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
+        match Location::parse(location)? {
+            Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
+            Location::Dir(path) => Ok(Arc::new(
+                FsStore::create(&path).with_context(|| format!("creating {location}"))?,
+            )),
+        }
     }
 
     /// The password: `--password-file`, `STOWAGE_PASSWORD`, or a prompt on a terminal.
     pub fn password(&self, confirm: bool) -> anyhow::Result<Vec<u8>> {
-        if let Some(file) = &self.password_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading password file {}", file.display()))?;
-            let password = text.strip_suffix('\n').unwrap_or(&text);
-            let password = password.strip_suffix('\r').unwrap_or(password);
-            if password.is_empty() {
-                bail!("password file {} is empty", file.display());
-            }
-            return Ok(password.as_bytes().to_vec());
-        }
-        if let Ok(password) = std::env::var("STOWAGE_PASSWORD") {
-            if password.is_empty() {
-                bail!("STOWAGE_PASSWORD is empty");
-            }
-            return Ok(password.into_bytes());
-        }
-        if !std::io::stdin().is_terminal() {
-            bail!("no password given: set STOWAGE_PASSWORD, pass --password-file, or run on a terminal");
-        }
-        let password = rpassword::prompt_password("repository password: ")?;
-        if password.is_empty() {
-            bail!("empty password");
-        }
-        if confirm && rpassword::prompt_password("enter it again: ")? != password {
-            bail!("the passwords differ");
-        }
-        Ok(password.into_bytes())
+        password_from(self.password_file.as_deref(), "STOWAGE_PASSWORD", confirm)
     }
 
     fn cache_root(&self) -> anyhow::Result<PathBuf> {
@@ -104,8 +111,17 @@ impl Context {
 
     /// Opens the repository with its local cache.
     pub async fn open(&self) -> anyhow::Result<Arc<Repository>> {
-        let store = self.store()?;
+        let store = self.store().await?;
         let password = self.password(false)?;
+        self.open_store(store, &password).await
+    }
+
+    /// Opens the repository in `store` with its local cache.
+    pub async fn open_store(
+        &self,
+        store: Arc<dyn Store>,
+        password: &[u8],
+    ) -> anyhow::Result<Arc<Repository>> {
         let root = self.cache_root()?;
         let cache = move |repo_id: &str| -> stowage_engine::Result<Arc<dyn KvStore>> {
             let dir = root.join(repo_id);
@@ -125,7 +141,7 @@ impl Context {
                 Err(e) => Err(e.into()),
             }
         };
-        Ok(Arc::new(Repository::open(store, &password, cache).await?))
+        Ok(Arc::new(Repository::open(store, password, cache).await?))
     }
 
     pub fn bars(&self) -> Arc<Bars> {
@@ -135,4 +151,39 @@ impl Context {
 
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A password from `file`, else the environment variable `var`, else a terminal prompt.
+pub fn password_from(
+    file: Option<&std::path::Path>,
+    var: &str,
+    confirm: bool,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading password file {}", file.display()))?;
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            bail!("password file {} is empty", file.display());
+        }
+        return Ok(password.as_bytes().to_vec());
+    }
+    if let Ok(password) = std::env::var(var) {
+        if password.is_empty() {
+            bail!("{var} is empty");
+        }
+        return Ok(password.into_bytes());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set {var}, pass a password file, or run on a terminal");
+    }
+    let password = rpassword::prompt_password("repository password: ")?;
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    if confirm && rpassword::prompt_password("enter it again: ")? != password {
+        bail!("the passwords differ");
+    }
+    Ok(password.into_bytes())
 }

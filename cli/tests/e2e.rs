@@ -1,102 +1,14 @@
 //! End to end: the real `stowage` binary on generated registry volumes, restores compared with
 //! GNU tar and entry by entry, and bad input refused with clear errors.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
+use std::path::{Path, PathBuf};
+
 use stowage_fixtures::compare::tree_differences;
 use stowage_fixtures::{generate, VolumeSpec};
 
-struct Stowage {
-    dir: tempfile::TempDir,
-    password: String,
-}
-
-impl Stowage {
-    fn new() -> Self {
-        Stowage {
-            dir: tempfile::tempdir().expect("tempdir"),
-            password: "test password".into(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `stowage <args>` on this repository and cache, with the password in the environment.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stowage"));
-        command
-            .args(args)
-            .env("STOWAGE_REPO", self.path("repo"))
-            .env("STOWAGE_CACHE_DIR", self.path("cache"))
-            .env("STOWAGE_PASSWORD", &self.password)
-            .env_remove("STOWAGE_PASSWORD_FILE");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run stowage")
-    }
-
-    /// Runs and insists on success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "stowage {args:?} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(args)).expect("JSON output")
-    }
-
-    /// Runs and insists on failure; returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "stowage {args:?} should have failed");
-        String::from_utf8(out.stderr).expect("utf-8 output")
-    }
-}
-
-/// `tar --sort=name -cf - <name> | sha256sum` with nanosecond mtimes, in `parent`.
-fn gnu_tar_sha256(parent: &Path, name: &str) -> String {
-    let out = Command::new("tar")
-        .current_dir(parent)
-        .args([
-            "--sort=name",
-            "--numeric-owner",
-            "--format=posix",
-            "--pax-option=delete=atime,delete=ctime",
-            "-cf",
-            "-",
-            name,
-        ])
-        .output()
-        .expect("GNU tar runs");
-    assert!(
-        out.status.success(),
-        "tar failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout))
-}
-
-/// Waits until files just written are older than the racy window of change detection: a
-/// file changed in the same second a backup started is read again by the next backup.
-fn settle() {
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use common::{gnu_tar_sha256, is_root, settle, Stowage};
 
 #[test]
 fn nightly_backups_dedup_and_restore_exactly() {

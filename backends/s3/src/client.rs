@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{ProvideCredentials, Region, SharedCredentialsProvider};
 use aws_sdk_s3::primitives::{ByteStream, DateTime as SdkDateTime};
-use aws_sdk_s3::types::{ObjectLockMode, StorageClass};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode, StorageClass};
 use bytes::Bytes;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
 use object_store::path::Path;
@@ -139,6 +139,8 @@ impl S3Client {
             .bucket(&self.bucket)
             .key(key)
             .if_none_match("*")
+            // Object Lock writes must carry an integrity check (Content-MD5 or a checksum).
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(data));
         if let Some(lock) = self.options.lock {
             let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
@@ -179,10 +181,39 @@ impl S3Client {
         }
     }
 
+    /// Retention and storage class of an object, as S3 reports them.
+    pub(crate) async fn object_info(&self, key: &str) -> Result<ObjectInfo, String> {
+        let out = self
+            .sdk
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| sdk_message(&e))?;
+        Ok(ObjectInfo {
+            lock_mode: out.object_lock_mode().map(|m| m.as_str().to_string()),
+            retain_until: out
+                .object_lock_retain_until_date()
+                .and_then(|d| SystemTime::try_from(*d).ok()),
+            storage_class: out.storage_class().map(|c| c.as_str().to_string()),
+        })
+    }
+
     /// The object_store path of a full key.
     pub(crate) fn path(&self, key: &str) -> Result<Path, String> {
         Path::parse(key).map_err(|e| e.to_string())
     }
+}
+
+/// What S3 reports about an object beyond its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// `GOVERNANCE` or `COMPLIANCE` when the object is under retention.
+    pub lock_mode: Option<String>,
+    pub retain_until: Option<SystemTime>,
+    /// `None` for STANDARD (S3 leaves the header out).
+    pub storage_class: Option<String>,
 }
 
 /// The most useful text of an SDK error: the service's code and message when there is one.

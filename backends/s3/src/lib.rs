@@ -15,7 +15,7 @@ mod store;
 mod target;
 pub mod testing;
 
-pub use client::S3Client;
+pub use client::{ObjectInfo, S3Client};
 pub use location::S3Url;
 pub use options::{LockMode, ObjectLock, S3Options, StaticCredentials};
 pub use source::S3Source;

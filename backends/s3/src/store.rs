@@ -12,7 +12,7 @@ use object_store::{
 use stowage_backends::store::validate_key;
 use stowage_backends::{ObjectMeta, Store, StoreError, StoreResult};
 
-use crate::client::S3Client;
+use crate::client::{ObjectInfo, S3Client};
 use crate::location::S3Url;
 use crate::options::S3Options;
 
@@ -37,6 +37,16 @@ impl S3Store {
 
     pub fn url(&self) -> &S3Url {
         &self.url
+    }
+
+    /// Retention and storage class of the object at `key`.
+    pub async fn object_info(&self, key: &str) -> StoreResult<ObjectInfo> {
+        let path = self.path("head", key)?;
+        let _slot = self.client.slot().await;
+        self.client
+            .object_info(path.as_ref())
+            .await
+            .map_err(|e| self.error("head", key, e))
     }
 
     fn error(&self, op: &'static str, key: &str, message: impl ToString) -> StoreError {

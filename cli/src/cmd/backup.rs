@@ -1,18 +1,20 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use stowage_backends::source::FsSource;
+use stowage_backends::source::{FsSource, Source};
 use stowage_engine::backup::{backup, BackupOptions};
 
 use super::{human_bytes, print_json};
-use crate::open::{hostname, Context};
+use stowage_s3::S3Source;
+
+use crate::open::{hostname, Context, Location};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The directory to back up, e.g. /var/lib/docker/volumes/dtr-registry-<replica>.
-    path: PathBuf,
+    /// What to back up: a directory, e.g. /var/lib/docker/volumes/dtr-registry-<replica>,
+    /// or a registry in a bucket, s3://bucket/rootdirectory (the s3 driver's settings).
+    source: String,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     host: Option<String>,
@@ -41,8 +43,16 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let source = FsSource::new(&args.path)
-        .with_context(|| format!("cannot back up {}", args.path.display()))?;
+    let source: Arc<dyn Source> = match Location::parse(&args.source)? {
+        Location::Dir(path) => Arc::new(
+            FsSource::new(&path).with_context(|| format!("cannot back up {}", path.display()))?,
+        ),
+        Location::S3(url) => Arc::new(
+            S3Source::open(url, &ctx.s3)
+                .await
+                .with_context(|| format!("cannot back up {}", args.source))?,
+        ),
+    };
     let opts = BackupOptions {
         host: args.host.unwrap_or_else(hostname),
         tags: args.tags,
@@ -54,7 +64,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ..BackupOptions::default()
     };
     let bars = ctx.bars();
-    let (id, snapshot) = backup(repo, Arc::new(source), opts, bars.clone()).await?;
+    let (id, snapshot) = backup(repo, source, opts, bars.clone()).await?;
     bars.finish();
     if args.json {
         print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }))?;

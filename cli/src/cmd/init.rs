@@ -23,7 +23,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let password = ctx.password(true)?;
-    let store = ctx.new_store()?;
+    let store = ctx.new_store_at(ctx.repo_location()?).await?;
     let opts = InitOptions {
         chunker: ChunkerParams {
             min: args.chunk_min,

@@ -1,7 +1,9 @@
 //! One module per command; each reads as: open, run the pipeline, print.
 
 pub mod backup;
+pub mod bench_store;
 pub mod check;
+pub mod copy;
 pub mod init;
 pub mod ls;
 pub mod restore;

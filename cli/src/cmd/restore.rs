@@ -1,22 +1,25 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use stowage_backends::target::FsTarget;
+use stowage_backends::target::{FsTarget, Target};
 use stowage_engine::restore::{restore, RestoreOptions};
 
 use super::{human_bytes, print_json};
-use crate::open::Context;
+use stowage_s3::S3Target;
+
+use crate::open::{Context, Location};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot: an id, a unique prefix of one, or `latest`.
     snapshot: String,
-    /// Directory to restore into; the backed-up directory is recreated in it by name
-    /// (like `tar -xf backup-images.tar -C /var/lib/docker/volumes`).
+    /// Where to restore: a directory, in which the backed-up directory is recreated by name
+    /// (like `tar -xf backup-images.tar -C /var/lib/docker/volumes`), or a bucket and
+    /// prefix, s3://bucket/rootdirectory, which receives the backed-up directory's content
+    /// object for object (the registry's s3 driver layout).
     #[arg(long, short = 't')]
-    target: PathBuf,
+    target: String,
     /// Restore into an existing directory of the same name, replacing files.
     #[arg(long)]
     overwrite: bool,
@@ -28,14 +31,26 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
     let (id, snapshot) = repo.find_snapshot(&args.snapshot).await?;
-    let target =
-        FsTarget::new(&args.target).with_context(|| format!("target {}", args.target.display()))?;
+    let (target, place): (Arc<dyn Target>, String) = match Location::parse(&args.target)? {
+        Location::Dir(dir) => (
+            Arc::new(FsTarget::new(&dir).with_context(|| format!("target {}", dir.display()))?),
+            dir.join(&snapshot.name).display().to_string(),
+        ),
+        Location::S3(url) => (
+            Arc::new(
+                S3Target::open(url.clone(), &ctx.s3)
+                    .await
+                    .with_context(|| format!("target {url}"))?,
+            ),
+            url.to_string(),
+        ),
+    };
     let bars = ctx.bars();
     let opts = RestoreOptions {
         overwrite: args.overwrite,
         ..RestoreOptions::default()
     };
-    let summary = restore(repo, &snapshot, Arc::new(target), opts, bars.clone()).await?;
+    let summary = restore(repo, &snapshot, target, opts, bars.clone()).await?;
     bars.finish();
     if args.json {
         print_json(&serde_json::json!({ "snapshot": id, "summary": summary }))?;
@@ -43,7 +58,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}; {} registry blobs verified",
             id.short(),
-            args.target.join(&snapshot.name).display(),
+            place,
             summary.files,
             summary.dirs,
             summary.symlinks,

@@ -1,0 +1,110 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail};
+use stowage_backends::bench::{bench_store, BenchOptions, BenchRow};
+use stowage_backends::memory::MemoryStore;
+use stowage_backends::Store;
+
+use super::print_json;
+use crate::open::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Stores to measure: directories, s3://bucket/prefix, or memory:// (a baseline).
+    /// Objects go under stowage-bench/ and are deleted afterwards.
+    #[arg(required = true)]
+    stores: Vec<String>,
+    /// Object sizes, comma-separated (suffixes K, M: binary units).
+    #[arg(long, default_value = "4K,1M,16M")]
+    sizes: String,
+    /// Bytes written per size (at least 16 objects).
+    #[arg(long, default_value = "128M")]
+    bytes: String,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `4K`, `1M`, `16MiB`, `100` → bytes.
+fn parse_size(s: &str) -> anyhow::Result<usize> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let number: usize = number.parse().map_err(|_| anyhow!("{s:?} is not a size"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KIB" | "KB" => 10,
+        "M" | "MIB" | "MB" => 20,
+        "G" | "GIB" | "GB" => 30,
+        _ => bail!("{s:?}: unknown unit (use K, M or G)"),
+    };
+    match number.checked_shl(shift) {
+        Some(n) if n > 0 => Ok(n),
+        _ => bail!("{s:?} is not a usable size"),
+    }
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let opts = BenchOptions {
+        sizes: args
+            .sizes
+            .split(',')
+            .map(parse_size)
+            .collect::<anyhow::Result<_>>()?,
+        bytes_per_size: parse_size(&args.bytes)?,
+        concurrency: args.concurrency,
+        ..BenchOptions::default()
+    };
+    let mut rows: Vec<BenchRow> = Vec::new();
+    for location in &args.stores {
+        let store: Arc<dyn Store> = match location.as_str() {
+            "memory://" | "memory" => Arc::new(MemoryStore::new()),
+            _ => ctx.new_store_at(location).await?,
+        };
+        if !args.json && !ctx.quiet {
+            eprintln!("measuring {} ...", store.describe());
+        }
+        rows.extend(bench_store(store.as_ref(), &opts).await?);
+    }
+    if args.json {
+        print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32} {:<6} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "store", "op", "size", "requests", "MB/s", "req/s", "p50 ms", "p99 ms"
+    );
+    for r in &rows {
+        println!(
+            "{:<32} {:<6} {:>9} {:>8} {:>9.1} {:>9.1} {:>9.2} {:>9.2}",
+            r.store,
+            r.op,
+            super::human_bytes(r.object_size),
+            r.requests,
+            r.mb_per_s,
+            r.requests_per_s,
+            r.latency_p50_ms,
+            r.latency_p99_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("4K").expect("size"), 4096);
+        assert_eq!(parse_size("16MiB").expect("size"), 16 << 20);
+        assert_eq!(parse_size("100").expect("size"), 100);
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

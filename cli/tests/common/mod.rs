@@ -1,0 +1,119 @@
+//! What the end-to-end tests share: the real `stowage` binary on a temporary repository.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub struct Stowage {
+    pub dir: tempfile::TempDir,
+    pub password: String,
+    /// The repository location (default: `<dir>/repo`).
+    pub repo: String,
+    /// Extra environment, e.g. how to reach the S3 test server.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Stowage {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo").display().to_string();
+        Stowage {
+            dir,
+            password: "test password".into(),
+            repo,
+            env: Vec::new(),
+        }
+    }
+
+    /// `env` added to every command.
+    pub fn with_env(self, env: Vec<(&'static str, String)>) -> Self {
+        Stowage { env, ..self }
+    }
+
+    /// The repository at `repo`, and `env` added to every command.
+    pub fn at(repo: &str, env: Vec<(&'static str, String)>) -> Self {
+        Stowage {
+            repo: repo.to_string(),
+            ..Stowage::new().with_env(env)
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `stowage <args>` on this repository and cache, with the password in the environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stowage"));
+        command
+            .args(args)
+            .env("STOWAGE_REPO", &self.repo)
+            .env("STOWAGE_CACHE_DIR", self.path("cache"))
+            .env("STOWAGE_PASSWORD", &self.password)
+            .env_remove("STOWAGE_PASSWORD_FILE")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run stowage")
+    }
+
+    /// Runs and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "stowage {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON output")
+    }
+
+    /// Runs and insists on failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "stowage {args:?} should have failed");
+        String::from_utf8(out.stderr).expect("utf-8 output")
+    }
+}
+
+/// `tar --sort=name -cf - <name> | sha256sum` with nanosecond mtimes, in `parent`.
+pub fn gnu_tar_sha256(parent: &Path, name: &str) -> String {
+    let out = Command::new("tar")
+        .current_dir(parent)
+        .args([
+            "--sort=name",
+            "--numeric-owner",
+            "--format=posix",
+            "--pax-option=delete=atime,delete=ctime",
+            "-cf",
+            "-",
+            name,
+        ])
+        .output()
+        .expect("GNU tar runs");
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out.stdout))
+}
+
+/// Waits until files just written are older than the racy window of change detection: a
+/// file changed in the same second a backup started is read again by the next backup.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,433 @@
+//! S3 end to end against a real S3 server (moto on loopback, started per test): a repository
+//! in a bucket, a registry in a bucket backed up and restored object for object, offsite
+//! copies (idempotent, resumable after a kill), the server stopping mid-backup, bench-store.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{settle, Stowage};
+use stowage_backends::Store;
+use stowage_fixtures::compare::tree_differences;
+use stowage_fixtures::{generate, VolumeSpec};
+use stowage_s3::testing::MotoServer;
+use stowage_s3::{S3Store, S3Url};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn store(rt: &tokio::runtime::Runtime, server: &MotoServer, location: &str) -> S3Store {
+    let url = S3Url::parse(location).expect("s3 url").expect("valid");
+    rt.block_on(S3Store::open(url, &server.options()))
+        .expect("open store")
+}
+
+/// Every object under the store's prefix: key -> bytes.
+fn objects(rt: &tokio::runtime::Runtime, store: &S3Store) -> BTreeMap<String, Vec<u8>> {
+    rt.block_on(async {
+        let mut all = BTreeMap::new();
+        for meta in store.list("").await.expect("list") {
+            let bytes = store.get(&meta.key).await.expect("get");
+            all.insert(meta.key, bytes.to_vec());
+        }
+        all
+    })
+}
+
+/// Every file under `root`: relative path -> bytes.
+fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under root");
+                let rel = rel.to_str().expect("utf-8 path").to_string();
+                out.insert(rel, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let differences = tree_differences(a, b).expect("compare");
+    assert!(
+        differences.is_empty(),
+        "restore differs:\n{}",
+        differences.join("\n")
+    );
+}
+
+fn volume(dir: &Path, seed: u64, size: u64) -> PathBuf {
+    generate(&VolumeSpec::new(seed, size), dir)
+        .expect("generate")
+        .root
+}
+
+/// Waits until `store` holds at least one pack (a process writing to it is mid-way).
+fn wait_for_a_pack(rt: &tokio::runtime::Runtime, store: &S3Store, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let packs = rt
+            .block_on(store.list("data/"))
+            .map(|l| l.len())
+            .unwrap_or(0);
+        if packs > 0 {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("the process ended ({status}) before any pack was stored");
+        }
+        assert!(Instant::now() < deadline, "no pack appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+#[test]
+fn a_volume_backs_up_to_a_bucket_and_restores_exactly() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    rt.block_on(server.create_bucket("backups", false));
+    let s = Stowage::at("s3://backups/dtr/nightly", server.env());
+    let spec = VolumeSpec::new(21, 10 << 20);
+    let volumes = s.path("volumes");
+    let root = generate(&spec, &volumes).expect("generate").root;
+    let name = root
+        .file_name()
+        .expect("name")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
+
+    s.ok(&["init"]);
+    settle();
+    s.json(&["backup", root.to_str().expect("utf-8"), "--json"]);
+    let night2 = generate(&spec.clone().at_night(2), &volumes).expect("night 2");
+    settle();
+    let second = s.json(&["backup", root.to_str().expect("utf-8"), "--json"]);
+    let read = second["snapshot"]["summary"]["bytes_read"]
+        .as_u64()
+        .expect("bytes_read");
+    assert!(
+        read <= night2.written_bytes + (64 << 10),
+        "night 2 reads only what changed: {read} bytes for {} written",
+        night2.written_bytes
+    );
+    s.ok(&["check", "--read-data"]);
+
+    let restored = s.path("restored");
+    let summary = s.json(&[
+        "restore",
+        "latest",
+        "--target",
+        restored.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(
+        summary["summary"]["verified_blobs"].as_u64(),
+        Some(night2.blobs)
+    );
+    assert_same_tree(&root, &restored.join(&name));
+}
+
+#[test]
+fn a_registry_in_a_bucket_restores_into_a_fresh_bucket_object_for_object() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    for bucket in ["registry", "restored", "repo"] {
+        rt.block_on(server.create_bucket(bucket, false));
+    }
+    let s = Stowage::at("s3://repo/backups", server.env());
+    let spec = VolumeSpec::new(22, 8 << 20);
+    let report = generate(&spec, &s.path("volume")).expect("generate");
+    // The registry's s3 driver keeps the same layout under its rootdirectory.
+    let registry = store(&rt, &server, "s3://registry/prod/dtr");
+    let originals = files(&report.root.join("_data"));
+    rt.block_on(async {
+        for (key, bytes) in &originals {
+            registry
+                .put(key, bytes.clone().into())
+                .await
+                .expect("upload");
+        }
+    });
+    assert!(originals
+        .keys()
+        .any(|k| k.starts_with("docker/registry/v2/blobs/sha256/")));
+
+    s.ok(&["init"]);
+    settle();
+    let first = s.json(&["backup", "s3://registry/prod/dtr", "--json"]);
+    assert_eq!(first["snapshot"]["source"]["uri"], "s3://registry/prod/dtr");
+    assert_eq!(
+        first["snapshot"]["summary"]["files"].as_u64(),
+        Some(originals.len() as u64)
+    );
+    settle();
+    let second = s.json(&["backup", "s3://registry/prod/dtr", "--json"]);
+    assert_eq!(
+        second["snapshot"]["summary"]["bytes_read"].as_u64(),
+        Some(0),
+        "an unchanged bucket is not read again"
+    );
+
+    let restore = s.json(&[
+        "restore",
+        "latest",
+        "--target",
+        "s3://restored/prod/dtr",
+        "--json",
+    ]);
+    assert_eq!(
+        restore["summary"]["verified_blobs"].as_u64(),
+        Some(report.blobs)
+    );
+    let restored = store(&rt, &server, "s3://restored/prod/dtr");
+    let (before, after) = (objects(&rt, &registry), objects(&rt, &restored));
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "same keys"
+    );
+    assert!(before == after, "same bytes for every key");
+    assert!(before == originals);
+
+    let err = s.fails(&["restore", "latest", "--target", "s3://restored/prod/dtr"]);
+    assert!(
+        err.contains("--overwrite"),
+        "restoring over a registry needs --overwrite: {err}"
+    );
+
+    // The same snapshot restores into a directory volume layout.
+    let dir = s.path("as-directory");
+    s.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        files(&dir.join("dtr")) == originals,
+        "directory restore has the same files"
+    );
+}
+
+#[test]
+fn copy_to_a_bucket_is_exact_idempotent_and_survives_a_kill() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    rt.block_on(server.create_bucket("offsite", false));
+    let local = Stowage::new().with_env(server.env());
+    let spec = VolumeSpec::new(23, 8 << 20);
+    let volumes = local.path("volumes");
+    let root = generate(&spec, &volumes).expect("generate").root;
+    let name = root
+        .file_name()
+        .expect("name")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
+    local.ok(&["init"]);
+    settle();
+    local.ok(&["backup", root.to_str().expect("utf-8")]);
+    generate(&spec.clone().at_night(2), &volumes).expect("night 2");
+    settle();
+    local.ok(&["backup", root.to_str().expect("utf-8")]);
+
+    let first = local.json(&["copy", "--to", "s3://offsite/dtr", "--json"]);
+    assert_eq!(first["snapshots_copied"], 2);
+    let again = local.json(&["copy", "--to", "s3://offsite/dtr", "--json"]);
+    assert_eq!(
+        (
+            again["snapshots_copied"].as_u64(),
+            again["blobs_copied"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert_eq!(again["snapshots_skipped"], 2);
+
+    let offsite = Stowage::at("s3://offsite/dtr", server.env());
+    offsite.ok(&["check", "--read-data"]);
+    assert_eq!(
+        offsite
+            .json(&["snapshots", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let restored = offsite.path("restored");
+    offsite.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        restored.to_str().expect("utf-8"),
+    ]);
+    assert_same_tree(&root, &restored.join(&name));
+
+    // A bigger repository, its copy killed once the first pack landed, then run again.
+    let big = Stowage::new().with_env(server.env());
+    let big_root = volume(&big.path("volumes"), 24, 96 << 20);
+    big.ok(&["init"]);
+    big.ok(&["backup", big_root.to_str().expect("utf-8")]);
+    let target = store(&rt, &server, "s3://offsite/big");
+    let mut child = big
+        .command(&["copy", "--to", "s3://offsite/big"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn copy");
+    wait_for_a_pack(&rt, &target, &mut child);
+    child.kill().expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the copy was killed midway");
+    let big_offsite = Stowage::at("s3://offsite/big", server.env());
+    assert_eq!(
+        big_offsite
+            .json(&["snapshots", "--json"])
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "a killed copy records no snapshot"
+    );
+    let resumed = big.json(&["copy", "--to", "s3://offsite/big", "--json"]);
+    assert_eq!(resumed["snapshots_copied"], 1);
+    big_offsite.ok(&["check", "--read-data"]);
+    let big_restored = big_offsite.path("restored");
+    big_offsite.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        big_restored.to_str().expect("utf-8"),
+    ]);
+    let big_name = big_root.file_name().expect("name");
+    assert_same_tree(&big_root, &big_restored.join(big_name));
+}
+
+#[test]
+fn the_server_stopping_mid_backup_fails_clearly_and_costs_nothing() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    rt.block_on(server.create_bucket("fragile", false));
+    let mut env = server.env();
+    env.push(("STOWAGE_S3_TIMEOUT", "2".into()));
+    env.push(("STOWAGE_S3_RETRIES", "1".into()));
+    let s = Stowage::at("s3://fragile/repo", env);
+    let root = volume(&s.path("volumes"), 25, 96 << 20);
+    let name = root
+        .file_name()
+        .expect("name")
+        .to_str()
+        .expect("utf-8")
+        .to_string();
+    s.ok(&["init"]);
+
+    let mut child = s
+        .command(&["backup", root.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backup");
+    let repo = store(&rt, &server, "s3://fragile/repo");
+    wait_for_a_pack(&rt, &repo, &mut child);
+    signal(server.pid(), libc::SIGSTOP);
+    let out = child.wait_with_output();
+    signal(server.pid(), libc::SIGCONT);
+    let out = out.expect("backup ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the backup must fail when the server stops"
+    );
+    assert!(
+        stderr.contains("error:") && stderr.contains("s3://fragile/repo"),
+        "a clear error naming the repository: {stderr}"
+    );
+
+    assert_eq!(
+        s.json(&["snapshots", "--json"]).as_array().map(Vec::len),
+        Some(0)
+    );
+    s.ok(&["check"]);
+    s.ok(&["backup", root.to_str().expect("utf-8")]);
+    s.ok(&["check", "--read-data"]);
+    let restored = s.path("restored");
+    s.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        restored.to_str().expect("utf-8"),
+    ]);
+    assert_same_tree(&root, &restored.join(&name));
+}
+
+#[test]
+fn unreachable_and_missing_buckets_are_clear_errors() {
+    let server = MotoServer::start();
+    let s = Stowage::at("s3://no-such-bucket/repo", server.env());
+    let err = s.fails(&["init"]);
+    assert!(
+        err.contains("bucket no-such-bucket does not exist"),
+        "{err}"
+    );
+    let mut env = server.env();
+    drop(server);
+    env.push(("STOWAGE_S3_RETRIES", "0".into()));
+    let s = Stowage::at("s3://gone/repo", env);
+    let err = s.fails(&["snapshots"]);
+    assert!(err.contains("s3://gone/repo"), "{err}");
+}
+
+#[test]
+fn bench_store_measures_every_store_and_operation() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    rt.block_on(server.create_bucket("bench", false));
+    let s = Stowage::new().with_env(server.env());
+    let dir = s.path("dir-store");
+    let rows = s.json(&[
+        "bench-store",
+        "memory://",
+        dir.to_str().expect("utf-8"),
+        "s3://bench/x",
+        "--sizes",
+        "4K,1M",
+        "--bytes",
+        "2M",
+        "--json",
+    ]);
+    let rows = rows.as_array().expect("rows");
+    for store in ["memory", dir.to_str().expect("utf-8"), "s3://bench/x"] {
+        for op in ["put", "get", "list", "delete"] {
+            for size in [4096u64, 1 << 20] {
+                let row = rows.iter().find(|r| {
+                    r["store"] == store && r["op"] == op && r["object_size"].as_u64() == Some(size)
+                });
+                let row = row.unwrap_or_else(|| panic!("no row for {store} {op} {size}"));
+                assert!(row["requests"].as_u64().unwrap_or(0) > 0);
+                assert!(row["seconds"].as_f64().unwrap_or(0.0) > 0.0);
+            }
+        }
+    }
+    assert_eq!(rows.len(), 3 * 4 * 2);
+    let left = rt
+        .block_on(store(&rt, &server, "s3://bench/x").list(""))
+        .expect("list");
+    assert!(left.is_empty(), "bench objects are deleted");
+}
