@@ -3,6 +3,7 @@
 //! real name -> directory metadata last, deepest first, so their mtimes stay.
 
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,12 +16,35 @@ use stowage_backends::target::Target;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use crate::index::Location;
 use crate::pack::Pack;
 use crate::progress::Progress;
 use crate::registry;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Content, Node, NodeKind};
+
+/// One read from a pack spans at most this much (or one blob, when that is larger).
+const MAX_READ: u64 = 8 << 20;
+
+/// Splits `blobs` into runs that each are one contiguous range of one pack, up to
+/// `max_read` bytes.
+fn adjacent_runs(blobs: &[(crate::id::Id, Location)], max_read: u64) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for (i, (_, loc)) in blobs.iter().enumerate() {
+        let extends = runs.last().is_some_and(|run| {
+            let (start, prev) = (&blobs[run.start].1, &blobs[i - 1].1);
+            prev.pack == loc.pack
+                && prev.entry.range().end == loc.entry.range().start
+                && loc.entry.range().end - start.entry.range().start <= max_read
+        });
+        match runs.last_mut() {
+            Some(run) if extends => run.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -219,18 +243,37 @@ impl Restorer {
         match &node.content {
             Some(Content::Inline(bytes)) => write(&bytes.0)?,
             Some(Content::Chunks(ids)) => {
+                let mut blobs = Vec::with_capacity(ids.len());
                 for id in ids {
                     let loc = self
                         .repo
                         .index()
                         .lookup(id)?
                         .ok_or(Error::MissingBlob(*id))?;
-                    let sealed = rt.block_on(
+                    blobs.push((*id, loc));
+                }
+                // Blobs stored back to back in one pack come in one read: a layer's chunks
+                // were packed in order, so a whole file is a few requests, not one per chunk.
+                for run in adjacent_runs(&blobs, MAX_READ) {
+                    let run = &blobs[run];
+                    let (first, last) = (&run[0].1, &run[run.len() - 1].1);
+                    let range = first.entry.range().start..last.entry.range().end;
+                    let bytes = rt.block_on(
                         self.repo
                             .store()
-                            .get_range(&Pack::key(&loc.pack), loc.entry.range()),
+                            .get_range(&Pack::key(&first.pack), range.clone()),
                     )?;
-                    write(&self.repo.decode_blob(id, &loc, &sealed)?)?;
+                    if bytes.len() as u64 != range.end - range.start {
+                        return Err(Error::corrupt(
+                            format!("pack {}", first.pack),
+                            "cut short (pack truncated)",
+                        ));
+                    }
+                    for (id, loc) in run {
+                        let at = (loc.entry.range().start - range.start) as usize;
+                        let sealed = &bytes[at..at + loc.entry.length as usize];
+                        write(&self.repo.decode_blob(id, loc, sealed)?)?;
+                    }
                 }
             }
             None => {}
@@ -267,7 +310,38 @@ impl Restorer {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_name;
+    use super::{adjacent_runs, safe_name};
+    use crate::id::Id;
+    use crate::index::Location;
+    use crate::pack::{BlobKind, PackEntry};
+
+    fn at(pack: u8, offset: u32, length: u32) -> (Id, Location) {
+        let entry = PackEntry {
+            kind: BlobKind::Data,
+            compression: crate::compress::Compression::None,
+            id: Id::hash_of(&[pack]),
+            offset,
+            length,
+            raw_length: length,
+        };
+        let pack = Id::hash_of(&[pack, 0xff]);
+        (entry.id, Location { pack, entry })
+    }
+
+    #[test]
+    fn adjacent_blobs_of_one_pack_are_read_together() {
+        let blobs = [
+            at(1, 0, 100),
+            at(1, 100, 50),
+            at(1, 150, 10),
+            at(1, 500, 10), // a gap
+            at(2, 510, 10), // another pack
+            at(2, 520, 300),
+            at(2, 820, 100), // the run would span 410 bytes
+        ];
+        assert_eq!(adjacent_runs(&blobs, 400), [0..3, 3..4, 4..6, 6..7]);
+        assert!(adjacent_runs(&[], 400).is_empty());
+    }
 
     #[test]
     fn names_that_escape_are_unsafe() {
