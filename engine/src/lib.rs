@@ -5,10 +5,9 @@
 
 pub mod backup;
 pub mod check;
-pub mod copy;
-
 pub mod chunker;
 pub mod compress;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod id;
@@ -18,11 +17,10 @@ pub mod progress;
 pub mod registry;
 pub mod repo;
 pub mod restore;
-
 pub mod snapshot;
 pub mod stats;
-
 pub mod tree;
+mod windows;
 
 pub use error::{Error, Result};
 pub use id::Id;

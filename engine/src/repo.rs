@@ -18,6 +18,7 @@ use crate::index::{Index, Location};
 use crate::pack::Pack;
 use crate::snapshot::{self, Snapshot};
 use crate::tree::Tree;
+use crate::windows::{window_for, PackWindows};
 
 /// The newest repository format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -58,6 +59,7 @@ pub struct Repository {
     keys: Keys,
     config: Config,
     index: Index,
+    tree_windows: PackWindows,
 }
 
 impl std::fmt::Debug for Repository {
@@ -200,6 +202,7 @@ impl Repository {
             keys,
             config,
             index,
+            tree_windows: PackWindows::default(),
         })
     }
 
@@ -254,8 +257,32 @@ impl Repository {
         self.decode_blob(id, &loc, &sealed)
     }
 
+    /// Loads a tree, reading its pack by aligned windows that later trees are served from.
     pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
-        let bytes = self.read_blob(id).await?;
+        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        let range = loc.entry.range();
+        let sealed = match self.tree_windows.get(&loc.pack, &range) {
+            Some(sealed) => sealed,
+            None => {
+                let window = window_for(&range);
+                let bytes = self
+                    .store
+                    .get_range(&Pack::key(&loc.pack), window.clone())
+                    .await?;
+                if (bytes.len() as u64) < range.end - window.start {
+                    return Err(Error::corrupt(
+                        format!("pack {}", loc.pack),
+                        format!("tree {id} is cut short (pack truncated)"),
+                    ));
+                }
+                self.tree_windows
+                    .insert(loc.pack, window.start, bytes.clone());
+                bytes.slice(
+                    (range.start - window.start) as usize..(range.end - window.start) as usize,
+                )
+            }
+        };
+        let bytes = self.decode_blob(id, &loc, &sealed)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }

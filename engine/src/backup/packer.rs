@@ -54,7 +54,11 @@ struct Counters {
 pub struct Packer {
     repo: Arc<Repository>,
     target_size: usize,
-    current: Mutex<PackBuilder>,
+    /// The pack being filled with file content.
+    data: Mutex<PackBuilder>,
+    /// Trees go to packs of their own, so that reading a snapshot's directories (restore,
+    /// ls, the parent of a backup) takes a few large reads instead of one per directory.
+    trees: Mutex<PackBuilder>,
     /// Blobs added in this run: a blob two files share is packed once.
     claimed: Mutex<HashSet<Id>>,
     tx: mpsc::Sender<Pack>,
@@ -151,10 +155,11 @@ impl Packer {
         let failure = Arc::new(Mutex::new(None));
         let uploader = tokio::spawn(upload(Arc::clone(&repo), rx, Arc::clone(&failure)));
         Arc::new(Packer {
-            current: Mutex::new(PackBuilder::with_capacity(pack_capacity(
+            data: Mutex::new(PackBuilder::with_capacity(pack_capacity(
                 &repo,
                 target_size,
             ))),
+            trees: Mutex::new(PackBuilder::with_capacity(64 << 10)),
             repo,
             target_size,
             claimed: Mutex::new(HashSet::new()),
@@ -217,10 +222,15 @@ impl Packer {
             .new_bytes
             .fetch_add(raw_length as u64, Ordering::Relaxed);
         let full = {
-            let mut current = lock(&self.current);
+            let (mut current, capacity) = match kind {
+                BlobKind::Data => (
+                    lock(&self.data),
+                    pack_capacity(&self.repo, self.target_size),
+                ),
+                BlobKind::Tree => (lock(&self.trees), 64 << 10),
+            };
             current.add(kind, id, compression, raw_length, sealed);
             if current.len() >= self.target_size {
-                let capacity = pack_capacity(&self.repo, self.target_size);
                 Some(std::mem::replace(
                     &mut *current,
                     PackBuilder::with_capacity(capacity),
@@ -270,9 +280,11 @@ impl Packer {
     /// Stores the last pack, waits for every upload, and indexes the packs not yet in an
     /// index file. After this returns, every blob added is durable and indexed.
     pub async fn finish(self: Arc<Self>) -> Result<Written> {
-        let last = std::mem::take(&mut *lock(&self.current));
-        if !last.is_empty() {
-            self.submit(Some(last.finish(self.repo.keys()))).await?;
+        for builder in [&self.data, &self.trees] {
+            let last = std::mem::take(&mut *lock(builder));
+            if !last.is_empty() {
+                self.submit(Some(last.finish(self.repo.keys()))).await?;
+            }
         }
         let Ok(packer) = Arc::try_unwrap(self) else {
             return Err(Error::Invalid("packer finished while still in use".into()));
