@@ -431,3 +431,81 @@ fn bench_store_measures_every_store_and_operation() {
         .expect("list");
     assert!(left.is_empty(), "bench objects are deleted");
 }
+
+#[test]
+fn under_object_lock_every_object_a_snapshot_needs_stays_retained() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    rt.block_on(server.create_bucket("vault", true));
+    let with_lock = |lock: &str| {
+        let mut env = server.env();
+        env.push(("STOWAGE_S3_LOCK", lock.to_string()));
+        env.push(("STOWAGE_S3_STORAGE_CLASS", "STANDARD_IA".to_string()));
+        env
+    };
+    let night1 = Stowage::at("s3://vault/dtr", with_lock("governance:1d"));
+    let root = volume(&night1.path("volumes"), 26, 6 << 20);
+    night1.ok(&["init"]);
+    settle();
+    night1.ok(&["backup", root.to_str().expect("utf-8")]);
+    let repo = store(&rt, &server, "s3://vault/dtr");
+    let retained_days = |key: &str| -> f64 {
+        let info = rt.block_on(repo.object_info(key)).expect("object info");
+        assert_eq!(
+            info.lock_mode.as_deref(),
+            Some("GOVERNANCE"),
+            "{key} is locked"
+        );
+        let until = info.retain_until.expect("retained");
+        let left = until
+            .duration_since(std::time::SystemTime::now())
+            .expect("in the future");
+        left.as_secs_f64() / 86_400.0
+    };
+    let keys: Vec<String> = rt
+        .block_on(repo.list(""))
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    let first_snapshot = keys
+        .iter()
+        .find(|k| k.starts_with("snapshots/"))
+        .expect("a snapshot")
+        .clone();
+    for key in &keys {
+        let days = retained_days(key);
+        assert!((0.9..2.1).contains(&days), "{key}: {days} days");
+        let class = rt
+            .block_on(repo.object_info(key))
+            .expect("info")
+            .storage_class;
+        let expected = key.starts_with("data/").then_some("STANDARD_IA");
+        assert_eq!(class.as_deref(), expected, "{key}: only packs change class");
+    }
+
+    // The next night runs with a longer period: its snapshot reuses every pack of the first,
+    // so those (and the config, keys and index files) are extended before it is written.
+    settle();
+    let night2 = Stowage::at("s3://vault/dtr", with_lock("governance:4d"));
+    let second = night2.json(&["backup", root.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(
+        second["snapshot"]["summary"]["new_packs"], 0,
+        "nothing new to store"
+    );
+    for key in &keys {
+        let days = retained_days(key);
+        if *key == first_snapshot {
+            assert!(
+                days < 2.1,
+                "the old snapshot object itself is not needed: {days} days"
+            );
+        } else {
+            assert!(
+                days >= 3.99,
+                "{key} must be retained for the new period: {days} days"
+            );
+        }
+    }
+    night2.ok(&["check", "--read-data"]);
+}

@@ -119,8 +119,11 @@ pub async fn copy_with(
     summary.stored_bytes = written.stored_bytes;
     summary.packs = written.new_packs;
 
-    // Last, oldest first: only now is every blob they need durable and indexed.
+    // Last, oldest first: only now is every blob they need durable and indexed (and, under
+    // Object Lock, retained for the full period).
     progress.phase("copy: snapshots", None);
+    let trees: Vec<Id> = plan.snapshots.iter().map(|(_, s)| s.tree).collect();
+    crate::retention::protect(&dst, &trees).await?;
     for (id, snap) in plan.snapshots {
         let copied = Snapshot {
             original: Some(snap.origin(id)),

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod registry;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;

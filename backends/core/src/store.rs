@@ -77,6 +77,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta>;
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
     async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Whether objects are written with retention (S3 Object Lock).
+    fn retains(&self) -> bool {
+        false
+    }
+
+    /// Makes every key in `keys` retained for at least the store's full retention period from
+    /// now, extending where it is shorter; returns how many were extended. Stores without
+    /// retention do nothing.
+    async fn extend_retention(&self, keys: &[String]) -> StoreResult<u64> {
+        let _ = keys;
+        Ok(0)
+    }
 }
 
 /// Checks a key against the contract's alphabet, so every backend refuses the same keys.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{ProvideCredentials, Region, SharedCredentialsProvider};
 use aws_sdk_s3::primitives::{ByteStream, DateTime as SdkDateTime};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode, StorageClass};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode, ObjectLockRetentionMode, StorageClass};
 use bytes::Bytes;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
 use object_store::path::Path;
@@ -160,6 +160,28 @@ impl S3Client {
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(()),
             Err(e) => Err(sdk_message(&e)),
         }
+    }
+
+    /// Sets `key`'s retention to `until` in the configured mode.
+    pub(crate) async fn put_retention(&self, key: &str, until: SystemTime) -> Result<(), String> {
+        let lock = self.options.lock.ok_or("no Object Lock settings")?;
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(match lock.mode {
+                LockMode::Governance => ObjectLockRetentionMode::Governance,
+                LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+            })
+            .retain_until_date(SdkDateTime::from(until))
+            .build();
+        self.sdk
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(key)
+            .retention(retention)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_message(&e))
     }
 
     /// Until when `key` is under retention, if it is (and exists).

@@ -2,10 +2,11 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, WriteMultipart,
 };
@@ -83,6 +84,30 @@ impl S3Store {
         self.client
             .path(&self.url.key(key))
             .map_err(|e| self.error(op, key, e))
+    }
+
+    /// Extends `key`'s retention to `target` when it ends before `needed`.
+    async fn extend_one(
+        &self,
+        key: &str,
+        needed: SystemTime,
+        target: SystemTime,
+    ) -> StoreResult<u64> {
+        let path = self.path("retain", key)?;
+        let _slot = self.client.slot().await;
+        let info = self
+            .client
+            .object_info(path.as_ref())
+            .await
+            .map_err(|e| self.error("retain", key, e))?;
+        if info.retain_until.is_some_and(|until| until >= needed) {
+            return Ok(0);
+        }
+        self.client
+            .put_retention(path.as_ref(), target)
+            .await
+            .map_err(|e| self.error("retain", key, e))?;
+        Ok(1)
     }
 
     async fn put_multipart(
@@ -223,6 +248,33 @@ impl Store for S3Store {
                 })
             })
             .collect())
+    }
+
+    fn retains(&self) -> bool {
+        self.client.options.lock.is_some()
+    }
+
+    /// Extends retention to the period from now plus a quarter of it (at least a day), and
+    /// only where less than the period is left: each object is touched about once per
+    /// quarter period, not every night.
+    async fn extend_retention(&self, keys: &[String]) -> StoreResult<u64> {
+        let Some(lock) = self.client.options.lock else {
+            return Ok(0);
+        };
+        let period = Duration::from_secs(u64::from(lock.days) * 86_400);
+        let slack = (period / 4).max(Duration::from_secs(86_400));
+        let now = SystemTime::now();
+        let (needed, target) = (now + period, now + period + slack);
+        // Owned keys and store handles: the stream's futures must not borrow across the
+        // trait's boxed future (async_trait's Send bound cannot name those lifetimes).
+        futures::stream::iter(keys.to_vec())
+            .map(|key| {
+                let store = self.clone();
+                async move { store.extend_one(&key, needed, target).await }
+            })
+            .buffer_unordered(self.client.options.max_requests.max(1))
+            .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+            .await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {

@@ -145,7 +145,9 @@ pub async fn backup(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         original: None,
     };
-    // Last: only now is everything it refers to durable and indexed.
+    // Last: only now is everything it refers to durable and indexed (and, under Object
+    // Lock, retained for the full period).
+    crate::retention::protect(&repo, &[snapshot.tree]).await?;
     let id = repo.save_json("snapshots", &snapshot).await?;
     Ok((id, snapshot))
 }

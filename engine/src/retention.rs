@@ -1,0 +1,52 @@
+//! Snapshots that stay immutable under S3 Object Lock (README, "Immutable offsite copies").
+//!
+//! Retention is per object and starts when the object is written, while an incremental
+//! snapshot reuses packs written on earlier nights. Before a snapshot is written into a
+//! store that retains objects, every object it depends on — the config, the key files, the
+//! index files and each pack holding one of its blobs — is made retained for the store's
+//! full period from now. Only then is the snapshot written, so a snapshot never exists
+//! whose data could be deleted before its own retention ends.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::Pack;
+use crate::repo::Repository;
+
+/// Extends the retention of everything the snapshots with root trees `roots` need; returns
+/// how many objects were extended (0 for stores without retention).
+pub async fn protect(repo: &Repository, roots: &[Id]) -> Result<u64> {
+    let store = repo.store();
+    if !store.retains() {
+        return Ok(0);
+    }
+    let mut packs = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut pending: Vec<Id> = roots.to_vec();
+    while let Some(tree_id) = pending.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        let pack_of = |id: &Id| -> Result<Id> {
+            Ok(repo
+                .index()
+                .lookup(id)?
+                .ok_or(Error::MissingBlob(*id))?
+                .pack)
+        };
+        packs.insert(pack_of(&tree_id)?);
+        for node in repo.load_tree(&tree_id).await?.nodes {
+            pending.extend(node.subtree);
+            for chunk in node.chunks() {
+                packs.insert(pack_of(chunk)?);
+            }
+        }
+    }
+    let mut keys = vec!["config".to_string()];
+    for dir in ["keys/", "index/"] {
+        keys.extend(store.list(dir).await?.into_iter().map(|m| m.key));
+    }
+    keys.extend(packs.iter().map(Pack::key));
+    Ok(store.extend_retention(&keys).await?)
+}
