@@ -509,3 +509,48 @@ fn under_object_lock_every_object_a_snapshot_needs_stays_retained() {
     }
     night2.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn credentials_come_from_the_aws_profile_chain() {
+    let rt = runtime();
+    let server = MotoServer::start();
+    rt.block_on(server.create_bucket("profiled", false));
+    let s = Stowage::at("s3://profiled/repo", Vec::new());
+    let credentials = s.path("aws-credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n\
+         [backup]\naws_access_key_id = from-profile\naws_secret_access_key = secret\n",
+    )
+    .expect("write credentials file");
+    let command = |args: &[&str], profile: Option<&str>| {
+        let mut command = s.command(args);
+        command
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", s.path("no-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN");
+        match profile {
+            Some(p) => command.env("AWS_PROFILE", p),
+            None => command.env_remove("AWS_PROFILE"),
+        };
+        command.output().expect("run stowage")
+    };
+    let out = command(&["init"], Some("backup"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No key anywhere in the chain: a clear error, not a hang.
+    std::fs::write(&credentials, "").expect("empty credentials file");
+    let out = command(&["snapshots"], Some("backup"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("credentials"), "{stderr}");
+}

@@ -30,12 +30,10 @@ pub enum Error {
     AmbiguousSnapshot(String),
     #[error("{path}: restored content does not match registry digest sha256:{digest}")]
     DigestMismatch { path: String, digest: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message, not an error `source`, so that printing the error
+    // chain does not repeat it.
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -61,7 +59,7 @@ impl Error {
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

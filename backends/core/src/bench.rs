@@ -105,7 +105,7 @@ pub async fn bench_store(store: &dyn Store, opts: &BenchOptions) -> StoreResult<
                 store: describe.clone(),
                 op: "list",
                 key: format!("{run}/{size}/"),
-                source: std::io::Error::other(format!(
+                cause: std::io::Error::other(format!(
                     "listed {} objects, {count} were written",
                     listed.len()
                 )),

@@ -70,7 +70,7 @@ impl FsStore {
                 store: self.describe(),
                 op,
                 key: key.to_string(),
-                source,
+                cause: source,
             }
         }
     }

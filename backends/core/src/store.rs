@@ -10,13 +10,14 @@ use bytes::Bytes;
 pub enum StoreError {
     #[error("object {key} not found in {store}")]
     NotFound { store: String, key: String },
-    #[error("{store}: {op} {key}: {source}")]
+    // The cause is part of the message, not an error `source`, so that printing the error
+    // chain does not repeat it.
+    #[error("{store}: {op} {key}: {cause}")]
     Io {
         store: String,
         op: &'static str,
         key: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{store}: invalid key {key:?}: {reason}")]
     InvalidKey {

@@ -34,7 +34,7 @@ impl S3Client {
             store: format!("s3://{bucket}"),
             op: "connect",
             key: String::new(),
-            source: std::io::Error::other(message),
+            cause: std::io::Error::other(message),
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &options.region {
@@ -283,18 +283,19 @@ impl CredentialProvider for ChainCredentials {
                 return Ok(Arc::clone(credential));
             }
         }
-        let creds = self
-            .chain
-            .provide_credentials()
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: format!(
-                    "no usable AWS credentials ({}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                )
-                .into(),
-            })?;
+        let creds =
+            self.chain
+                .provide_credentials()
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "S3",
+                    source: format!(
+                        "no usable AWS credentials ({}): set AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+                        e.to_string().lines().next().unwrap_or("none found")
+                    )
+                    .into(),
+                })?;
         let credential = Arc::new(AwsCredential {
             key_id: creds.access_key_id().to_string(),
             secret_key: creds.secret_access_key().to_string(),

@@ -32,3 +32,19 @@ pub(crate) fn block_on<F: std::future::Future>(
 ) -> F::Output {
     tokio::task::block_in_place(|| handle.block_on(future))
 }
+
+/// An error with its causes, each cause added only when the message does not already say
+/// it: object_store's messages repeat some causes and leave out others (such as the
+/// "Connection refused" of an unreachable endpoint).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = c.source();
+    }
+    message
+}

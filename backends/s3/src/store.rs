@@ -55,7 +55,7 @@ impl S3Store {
             store: self.describe(),
             op,
             key: key.to_string(),
-            source: std::io::Error::other(message.to_string()),
+            cause: std::io::Error::other(message.to_string()),
         }
     }
 
@@ -75,7 +75,7 @@ impl S3Store {
                 store: self.describe(),
                 key: key.to_string(),
             },
-            e => self.error(op, key, e),
+            e => self.error(op, key, crate::error_chain(&e)),
         }
     }
 

@@ -157,8 +157,8 @@ impl Archiver {
                     .map_err(|e| Error::Invalid(format!("task failed: {e}")))?
                 {
                     Ok(node) => nodes.push(node),
-                    Err(Error::Io { path, source })
-                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    Err(Error::Io { path, cause })
+                        if cause.kind() == std::io::ErrorKind::NotFound =>
                     {
                         self.progress
                             .warn(&format!("{path}: vanished during the backup, skipped"));
@@ -316,7 +316,7 @@ impl Archiver {
             .unwrap_or_else(|e| e.into_inner())
             .push(buffer);
         chunked.map_err(|e| match e {
-            Error::Io { source, .. } => Error::io(display(rel), source),
+            Error::Io { cause, .. } => Error::io(display(rel), cause),
             e => e,
         })?;
         if let (Some(expected), Some(sha)) = (digest, sha) {
