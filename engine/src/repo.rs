@@ -18,7 +18,7 @@ use crate::index::{Index, Location};
 use crate::pack::Pack;
 use crate::snapshot::{self, Snapshot};
 use crate::tree::Tree;
-use crate::windows::{window_for, PackWindows};
+use crate::windows::{self, window_for, PackWindows};
 
 /// The newest repository format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -261,27 +261,24 @@ impl Repository {
     pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
         let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
         let range = loc.entry.range();
-        let sealed = match self.tree_windows.get(&loc.pack, &range) {
+        let key = Pack::key(&loc.pack);
+        let window = window_for(&range);
+        let cell = self.tree_windows.cell(loc.pack, window.start);
+        let read = cell
+            .get_or_try_init(|| self.store.get_range(&key, window.clone()))
+            .await?;
+        let sealed = match windows::slice(read, window.start, &range) {
             Some(sealed) => sealed,
-            None => {
-                let window = window_for(&range);
-                let bytes = self
-                    .store
-                    .get_range(&Pack::key(&loc.pack), window.clone())
-                    .await?;
-                if (bytes.len() as u64) < range.end - window.start {
-                    return Err(Error::corrupt(
-                        format!("pack {}", loc.pack),
-                        format!("tree {id} is cut short (pack truncated)"),
-                    ));
-                }
-                self.tree_windows
-                    .insert(loc.pack, window.start, bytes.clone());
-                bytes.slice(
-                    (range.start - window.start) as usize..(range.end - window.start) as usize,
-                )
-            }
+            // The kept window was read for a tree ending earlier (trees may straddle a
+            // window boundary), or the pack is cut short: read just this tree.
+            None => self.store.get_range(&key, range.clone()).await?,
         };
+        if sealed.len() as u64 != range.end - range.start {
+            return Err(Error::corrupt(
+                format!("pack {}", loc.pack),
+                format!("tree {id} is cut short (pack truncated)"),
+            ));
+        }
         let bytes = self.decode_blob(id, &loc, &sealed)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))

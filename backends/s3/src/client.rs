@@ -15,7 +15,7 @@ use object_store::{BackoffConfig, ClientOptions, CredentialProvider, RetryConfig
 use stowage_backends::{StoreError, StoreResult};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::options::{LockMode, S3Options};
+use crate::options::{LockMode, ObjectLock, S3Options};
 
 /// A bucket, reached through `object_store` (data path) and `aws-sdk-s3` (Object Lock).
 #[derive(Debug)]
@@ -121,18 +121,69 @@ impl S3Client {
             .expect("the request semaphore is never closed")
     }
 
+    /// Fails clearly when the bucket does not exist (a HEAD of a missing object in a missing
+    /// bucket would otherwise look like a missing object). Other refusals (no permission to
+    /// list buckets) are left to the requests that follow.
+    pub(crate) async fn check_bucket(&self) -> Result<(), String> {
+        match self.sdk.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                Err(format!("bucket {} does not exist", self.bucket))
+            }
+            Err(e) if e.raw_response().is_some() => Ok(()),
+            Err(e) => Err(sdk_message(&e)),
+        }
+    }
+
+    /// The bucket's default Object Lock retention, if it has one.
+    pub(crate) async fn default_retention(&self) -> Result<Option<ObjectLock>, String> {
+        let out = self
+            .sdk
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await;
+        let config = match out {
+            Ok(out) => out.object_lock_configuration,
+            // No Object Lock on the bucket (or no permission to read it).
+            Err(e) if e.raw_response().is_some() => None,
+            Err(e) => return Err(sdk_message(&e)),
+        };
+        let Some(retention) = config
+            .and_then(|c| c.rule)
+            .and_then(|r| r.default_retention)
+        else {
+            return Ok(None);
+        };
+        let mode = match retention.mode {
+            Some(ObjectLockRetentionMode::Compliance) => LockMode::Compliance,
+            _ => LockMode::Governance,
+        };
+        let days = match (retention.days, retention.years) {
+            (Some(days), _) => days,
+            (None, Some(years)) => years.saturating_mul(365),
+            (None, None) => return Ok(None),
+        };
+        Ok(u32::try_from(days)
+            .ok()
+            .filter(|d| *d > 0)
+            .map(|days| ObjectLock { mode, days }))
+    }
+
     /// Whether writes need the SDK (retention or a storage class on the object).
-    pub(crate) fn writes_with_sdk(&self, is_pack: bool) -> bool {
-        self.options.lock.is_some() || (is_pack && self.options.storage_class.is_some())
+    pub(crate) fn writes_with_sdk(&self, is_pack: bool, lock: Option<ObjectLock>) -> bool {
+        lock.is_some() || (is_pack && self.options.storage_class.is_some())
     }
 
     /// A single PUT with Object Lock retention and storage class, as create-if-absent.
+    /// Returns `false` when the object already existed (and was left alone).
     pub(crate) async fn sdk_put(
         &self,
         key: &str,
         data: Bytes,
         is_pack: bool,
-    ) -> Result<(), String> {
+        lock: Option<ObjectLock>,
+    ) -> Result<bool, String> {
         let mut put = self
             .sdk
             .put_object()
@@ -142,8 +193,8 @@ impl S3Client {
             // Object Lock writes must carry an integrity check (Content-MD5 or a checksum).
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .body(ByteStream::from(data));
-        if let Some(lock) = self.options.lock {
-            let until = SystemTime::now() + Duration::from_secs(u64::from(lock.days) * 86_400);
+        if let Some(lock) = lock {
+            let until = lock.until(SystemTime::now());
             put = put
                 .object_lock_mode(match lock.mode {
                     LockMode::Governance => ObjectLockMode::Governance,
@@ -155,16 +206,19 @@ impl S3Client {
             put = put.storage_class(StorageClass::from(class.as_str()));
         }
         match put.send().await {
-            Ok(_) => Ok(()),
-            // Already there: keys are content hashes or random ids, so it has these bytes.
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
             Err(e) => Err(sdk_message(&e)),
         }
     }
 
-    /// Sets `key`'s retention to `until` in the configured mode.
-    pub(crate) async fn put_retention(&self, key: &str, until: SystemTime) -> Result<(), String> {
-        let lock = self.options.lock.ok_or("no Object Lock settings")?;
+    /// Sets `key`'s retention to `until` in `lock`'s mode.
+    pub(crate) async fn put_retention(
+        &self,
+        key: &str,
+        lock: ObjectLock,
+        until: SystemTime,
+    ) -> Result<(), String> {
         let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
             .mode(match lock.mode {
                 LockMode::Governance => ObjectLockRetentionMode::Governance,

@@ -28,6 +28,30 @@ pub struct ObjectLock {
     pub days: u32,
 }
 
+impl ObjectLock {
+    pub fn period(&self) -> Duration {
+        Duration::from_secs(u64::from(self.days) * 86_400)
+    }
+
+    /// How far beyond the period objects are retained (a quarter period, at least a day), so
+    /// that retention needs extending only about once per quarter period, not every night.
+    pub fn slack(&self) -> Duration {
+        (self.period() / 4).max(Duration::from_secs(86_400))
+    }
+
+    /// The retain-until date given to objects written or extended at `now`.
+    pub fn until(&self, now: std::time::SystemTime) -> std::time::SystemTime {
+        now + self.period() + self.slack()
+    }
+
+    /// An object needed by a snapshot written soon after `now` must be retained at least
+    /// until this: the period from the snapshot's own write, with half the slack as margin
+    /// for the time between checking and writing the snapshot.
+    pub fn needed(&self, now: std::time::SystemTime) -> std::time::SystemTime {
+        now + self.period() + self.slack() / 2
+    }
+}
+
 impl FromStr for ObjectLock {
     type Err = String;
 

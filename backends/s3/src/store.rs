@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use stowage_backends::{ObjectMeta, Store, StoreError, StoreResult};
 
 use crate::client::{ObjectInfo, S3Client};
 use crate::location::S3Url;
-use crate::options::S3Options;
+use crate::options::{ObjectLock, S3Options};
 
 /// A [`Store`] on S3 or an S3-compatible server.
 ///
@@ -28,12 +28,61 @@ use crate::options::S3Options;
 pub struct S3Store {
     client: Arc<S3Client>,
     url: S3Url,
+    /// Retention for every object written: the options', else the bucket's default.
+    lock: Option<ObjectLock>,
 }
 
 impl S3Store {
+    /// Opens the store; fails when the bucket does not exist. Without Object Lock options,
+    /// the bucket's default retention (if it has one) is taken, so that a run without the
+    /// option still keeps every snapshot's data retained as long as the snapshot.
     pub async fn open(url: S3Url, options: &S3Options) -> StoreResult<Self> {
         let client = S3Client::connect(&url.bucket, options).await?;
-        Ok(S3Store { client, url })
+        let mut store = S3Store {
+            client,
+            url,
+            lock: options.lock,
+        };
+        store
+            .client
+            .check_bucket()
+            .await
+            .map_err(|e| store.error("open", "", e))?;
+        if store.lock.is_none() {
+            store.lock = store
+                .client
+                .default_retention()
+                .await
+                .map_err(|e| store.error("open", "", e))?;
+        }
+        Ok(store)
+    }
+
+    /// The retention objects are written with, if any.
+    pub fn lock(&self) -> Option<ObjectLock> {
+        self.lock
+    }
+
+    /// After a create-if-absent found the key taken: the object there must be complete.
+    /// (A retried PUT can also be answered 409/412 while its first attempt never landed.)
+    async fn verify_existing(
+        &self,
+        key: &str,
+        path: &object_store::path::Path,
+        len: usize,
+    ) -> StoreResult<()> {
+        match self.client.objects.head(path).await {
+            Ok(meta) if meta.size == len as u64 => Ok(()),
+            Ok(meta) => Err(self.error(
+                "put",
+                key,
+                format!(
+                    "an object of {} bytes is in the way of one of {len}",
+                    meta.size
+                ),
+            )),
+            Err(e) => Err(self.object_error("put", key, e)),
+        }
     }
 
     pub fn url(&self) -> &S3Url {
@@ -90,6 +139,7 @@ impl S3Store {
     async fn extend_one(
         &self,
         key: &str,
+        lock: ObjectLock,
         needed: SystemTime,
         target: SystemTime,
     ) -> StoreResult<u64> {
@@ -104,7 +154,7 @@ impl S3Store {
             return Ok(0);
         }
         self.client
-            .put_retention(path.as_ref(), target)
+            .put_retention(path.as_ref(), lock, target)
             .await
             .map_err(|e| self.error("retain", key, e))?;
         Ok(1)
@@ -140,12 +190,17 @@ impl Store for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
         let path = self.path("put", key)?;
         let _slot = self.client.slot().await;
-        if self.client.writes_with_sdk(is_pack(key)) {
-            return self
+        let len = data.len();
+        if self.client.writes_with_sdk(is_pack(key), self.lock) {
+            let created = self
                 .client
-                .sdk_put(path.as_ref(), data, is_pack(key))
+                .sdk_put(path.as_ref(), data, is_pack(key), self.lock)
                 .await
-                .map_err(|e| self.error("put", key, e));
+                .map_err(|e| self.error("put", key, e))?;
+            return match created {
+                true => Ok(()),
+                false => self.verify_existing(key, &path, len).await,
+            };
         }
         let result = if data.len() >= self.client.options.multipart_threshold {
             self.put_multipart(&path, data).await
@@ -251,26 +306,23 @@ impl Store for S3Store {
     }
 
     fn retains(&self) -> bool {
-        self.client.options.lock.is_some()
+        self.lock.is_some()
     }
 
-    /// Extends retention to the period from now plus a quarter of it (at least a day), and
-    /// only where less than the period is left: each object is touched about once per
-    /// quarter period, not every night.
+    /// Extends retention to [`ObjectLock::until`], only where it ends before
+    /// [`ObjectLock::needed`]: each object is touched about once per half slack.
     async fn extend_retention(&self, keys: &[String]) -> StoreResult<u64> {
-        let Some(lock) = self.client.options.lock else {
+        let Some(lock) = self.lock else {
             return Ok(0);
         };
-        let period = Duration::from_secs(u64::from(lock.days) * 86_400);
-        let slack = (period / 4).max(Duration::from_secs(86_400));
         let now = SystemTime::now();
-        let (needed, target) = (now + period, now + period + slack);
+        let (needed, target) = (lock.needed(now), lock.until(now));
         // Owned keys and store handles: the stream's futures must not borrow across the
         // trait's boxed future (async_trait's Send bound cannot name those lifetimes).
         futures::stream::iter(keys.to_vec())
             .map(|key| {
                 let store = self.clone();
-                async move { store.extend_one(&key, needed, target).await }
+                async move { store.extend_one(&key, lock, needed, target).await }
             })
             .buffer_unordered(self.client.options.max_requests.max(1))
             .try_fold(0u64, |sum, n| async move { Ok(sum + n) })

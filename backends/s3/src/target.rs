@@ -28,6 +28,10 @@ impl S3Target {
         let client = S3Client::connect(&url.bucket, options)
             .await
             .map_err(io::Error::other)?;
+        client
+            .check_bucket()
+            .await
+            .map_err(|e| io::Error::other(format!("{url}: {e}")))?;
         Ok(S3Target {
             client,
             url,
@@ -70,13 +74,13 @@ impl Target for S3Target {
                 match client.objects.head(path).await {
                     Ok(_) => return Ok(true),
                     Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(io::Error::other(e)),
+                    Err(e) => return Err(io::Error::other(crate::error_chain(&e))),
                 }
             }
             match client.objects.list(prefix.as_ref()).next().await {
                 None => Ok(false),
                 Some(Ok(_)) => Ok(true),
-                Some(Err(e)) => Err(io::Error::other(e)),
+                Some(Err(e)) => Err(io::Error::other(crate::error_chain(&e))),
             }
         })
     }
@@ -121,12 +125,16 @@ struct ObjectSink {
 }
 
 impl ObjectSink {
+    fn error(&self, e: &object_store::Error) -> io::Error {
+        io::Error::other(format!("{}: {}", self.path, crate::error_chain(e)))
+    }
+
     fn send_part(&mut self) -> io::Result<()> {
         let part = PutPayload::from(std::mem::take(&mut self.buffer));
         let client = Arc::clone(&self.client);
         let path = self.path.clone();
         let upload = self.upload.take();
-        let upload = crate::block_on(&self.handle, async move {
+        let result = crate::block_on(&self.handle, async move {
             let _slot = client.slot().await;
             let mut upload = match upload {
                 Some(u) => u,
@@ -137,11 +145,16 @@ impl ObjectSink {
                         .await?
                 }
             };
-            upload.put_part(part).await?;
-            Ok::<_, object_store::Error>(upload)
-        })
-        .map_err(io::Error::other)?;
-        self.upload = Some(upload);
+            match upload.put_part(part).await {
+                Ok(()) => Ok(upload),
+                Err(e) => {
+                    // Give the parts already sent up now: the upload is not kept to retry.
+                    let _ = upload.abort().await;
+                    Err(e)
+                }
+            }
+        });
+        self.upload = Some(result.map_err(|e| self.error(&e))?);
         Ok(())
     }
 }
@@ -167,19 +180,23 @@ impl FileSink for ObjectSink {
                 self.send_part()?;
             }
             let mut upload = self.upload.take().expect("checked above");
-            return crate::block_on(&self.handle, async move { upload.complete().await })
-                .map(drop)
-                .map_err(io::Error::other);
+            let result = crate::block_on(&self.handle, async move {
+                let result = upload.complete().await;
+                if result.is_err() {
+                    let _ = upload.abort().await;
+                }
+                result
+            });
+            return result.map(drop).map_err(|e| self.error(&e));
         }
         let body = PutPayload::from(std::mem::take(&mut self.buffer));
         let client = Arc::clone(&self.client);
         let path = self.path.clone();
-        crate::block_on(&self.handle, async move {
+        let result = crate::block_on(&self.handle, async move {
             let _slot = client.slot().await;
             client.objects.put(&path, body).await
-        })
-        .map(drop)
-        .map_err(io::Error::other)
+        });
+        result.map(drop).map_err(|e| self.error(&e))
     }
 }
 

@@ -100,6 +100,44 @@ impl MotoServer {
     }
 }
 
+impl MotoServer {
+    /// Gives a bucket (created with Object Lock, still empty) a default retention.
+    pub async fn set_default_retention(&self, bucket: &str, days: i32) {
+        use aws_sdk_s3::types::{
+            DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+            ObjectLockRule,
+        };
+        let client = crate::S3Client::connect(bucket, &self.options())
+            .await
+            .expect("connect to the test server");
+        let rule = ObjectLockRule::builder()
+            .default_retention(
+                DefaultRetention::builder()
+                    .mode(ObjectLockRetentionMode::Governance)
+                    .days(days)
+                    .build(),
+            )
+            .build();
+        let config = ObjectLockConfiguration::builder()
+            .object_lock_enabled(ObjectLockEnabled::Enabled)
+            .rule(rule)
+            .build();
+        client
+            .sdk
+            .put_object_lock_configuration()
+            .bucket(bucket)
+            .object_lock_configuration(config)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "default retention on {bucket}: {}",
+                    crate::client::sdk_message(&e)
+                )
+            });
+    }
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

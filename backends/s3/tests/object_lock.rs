@@ -31,9 +31,21 @@ async fn locked_objects_carry_retention_and_cannot_be_deleted() {
         .put(&pack, vec![7u8; 3 << 20].into())
         .await
         .expect("put pack");
-    store.put("config", "{}".into()).await.expect("put config");
-    // A second put of the same key is refused by If-None-Match and left alone.
-    store.put("config", "{}".into()).await.expect("put again");
+    store.put("config", "{1}".into()).await.expect("put config");
+    // A second put of the key is refused by If-None-Match and the first object stays; an
+    // object of the same size counts as the same (keys are content hashes), another size
+    // is an error rather than a silent success.
+    store.put("config", "{2}".into()).await.expect("put again");
+    assert_eq!(
+        store.get("config").await.expect("get"),
+        "{1}",
+        "the first object stays"
+    );
+    let err = store
+        .put("config", "{22}".into())
+        .await
+        .expect_err("a different object");
+    assert!(err.to_string().contains("in the way"), "{err}");
 
     let info = store.object_info(&pack).await.expect("info");
     assert_eq!(info.lock_mode.as_deref(), Some("GOVERNANCE"));
@@ -98,4 +110,46 @@ async fn retention_on_a_bucket_without_object_lock_is_a_clear_error() {
         .expect_err("no Object Lock on the bucket");
     assert!(err.to_string().contains("s3://plain/repo"), "{err}");
     assert!(err.to_string().to_lowercase().contains("lock"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_default_retention_is_taken_without_options() {
+    let server = MotoServer::start();
+    server.create_bucket("defaulted", true).await;
+    server.set_default_retention("defaulted", 3).await;
+    let store = S3Store::open(url("s3://defaulted/repo"), &server.options())
+        .await
+        .expect("open");
+    assert_eq!(
+        store.lock(),
+        Some(ObjectLock {
+            mode: LockMode::Governance,
+            days: 3
+        })
+    );
+    assert!(store.retains());
+    store.put("config", "{}".into()).await.expect("put");
+    let info = store.object_info("config").await.expect("info");
+    let days = info
+        .retain_until
+        .expect("retained")
+        .duration_since(SystemTime::now())
+        .expect("future")
+        .as_secs()
+        / 86_400;
+    assert!(
+        days >= 3,
+        "written with the bucket's period plus slack: {days} days"
+    );
+    assert!(matches!(
+        store.delete("config").await,
+        Err(StoreError::Locked { .. })
+    ));
+
+    server.create_bucket("unlocked", false).await;
+    let plain = S3Store::open(url("s3://unlocked/repo"), &server.options())
+        .await
+        .expect("open");
+    assert_eq!(plain.lock(), None);
+    assert!(!plain.retains());
 }

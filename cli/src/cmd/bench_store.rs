@@ -65,6 +65,13 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             "memory://" | "memory" => Arc::new(MemoryStore::new()),
             _ => ctx.new_store_at(location).await?,
         };
+        if store.retains() {
+            bail!(
+                "{}: objects written there are retained (Object Lock), so the benchmark's \
+                 objects could not be deleted; measure a bucket or prefix without retention",
+                store.describe()
+            );
+        }
         if !args.json && !ctx.quiet {
             eprintln!("measuring {} ...", store.describe());
         }

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use stowage_engine::copy::{copy, plan};
 use stowage_engine::repo::Repository;
+use stowage_engine::Error;
 
 use super::{human_bytes, print_json};
 use crate::open::{hostname, password_from, Context};
@@ -51,32 +52,48 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         )?,
         false => password,
     };
-    let dst_store = ctx.new_store_at(&args.to).await?;
-    let exists = match dst_store.head("config").await {
-        Ok(_) => true,
-        Err(e) if e.is_not_found() => false,
-        Err(e) => return Err(e.into()),
+    // A dry run creates nothing, not even the destination's directory.
+    let dst_store = match args.dry_run {
+        false => Some(ctx.new_store_at(&args.to).await?),
+        true => match ctx.store_at(&args.to).await {
+            Ok(store) => Some(store),
+            Err(e) if matches!(e.downcast_ref(), Some(Error::NoRepository { .. })) => None,
+            Err(e) => return Err(e),
+        },
     };
-    if !exists {
-        if args.dry_run {
-            println!(
-                "{} holds no repository: it would be created and {} snapshots copied",
-                args.to,
-                selection.len()
-            );
-            return Ok(ExitCode::SUCCESS);
+    let exists = match &dst_store {
+        None => false,
+        Some(store) => match store.head("config").await {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let dst_store = match (exists, dst_store) {
+        (true, Some(store)) => store,
+        (_, store) => {
+            if args.dry_run {
+                println!(
+                    "{} holds no repository: it would be created and {} snapshots copied",
+                    args.to,
+                    selection.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let store = store.expect("created unless a dry run");
+            let config =
+                Repository::init_from(store.as_ref(), &dst_password, &hostname(), &src).await?;
+            if !args.json {
+                println!(
+                    "created repository {} at {} (keys shared with {})",
+                    &config.id[..8],
+                    args.to,
+                    &src.config().id[..8]
+                );
+            }
+            store
         }
-        let config =
-            Repository::init_from(dst_store.as_ref(), &dst_password, &hostname(), &src).await?;
-        if !args.json {
-            println!(
-                "created repository {} at {} (keys shared with {})",
-                &config.id[..8],
-                args.to,
-                &src.config().id[..8]
-            );
-        }
-    }
+    };
     let dst = ctx.open_store(dst_store, &dst_password).await?;
     if args.dry_run {
         let plan = plan(&src, &dst, selection).await?;
