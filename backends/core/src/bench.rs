@@ -13,9 +13,10 @@ use crate::store::{Store, StoreResult};
 pub struct BenchOptions {
     /// Object sizes to measure, in bytes.
     pub sizes: Vec<usize>,
-    /// Bytes written per size (at least `min_objects` objects are written).
+    /// Bytes written per size (at least `min_objects` and at most `max_objects` objects).
     pub bytes_per_size: usize,
     pub min_objects: usize,
+    pub max_objects: usize,
     /// Requests in flight at once.
     pub concurrency: usize,
 }
@@ -26,6 +27,7 @@ impl Default for BenchOptions {
             sizes: vec![4 << 10, 1 << 20, 16 << 20],
             bytes_per_size: 128 << 20,
             min_objects: 16,
+            max_objects: 1000,
             concurrency: 8,
         }
     }
@@ -53,7 +55,9 @@ pub async fn bench_store(store: &dyn Store, opts: &BenchOptions) -> StoreResult<
     let run = format!("stowage-bench/{:016x}", rand::random::<u64>());
     let mut rows = Vec::new();
     for &size in &opts.sizes {
-        let count = (opts.bytes_per_size / size.max(1)).max(opts.min_objects);
+        let count = (opts.bytes_per_size / size.max(1))
+            .min(opts.max_objects)
+            .max(opts.min_objects);
         let data: Bytes = (0..size)
             .map(|_| rand::random::<u8>())
             .collect::<Vec<u8>>()
@@ -159,6 +163,7 @@ mod tests {
             sizes: vec![1000, 5000],
             bytes_per_size: 20_000,
             min_objects: 2,
+            max_objects: 1000,
             concurrency: 3,
         };
         let rows = bench_store(&store, &opts).await.expect("bench");

@@ -18,7 +18,7 @@ pub struct Args {
     /// Object sizes, comma-separated (suffixes K, M: binary units).
     #[arg(long, default_value = "4K,1M,16M")]
     sizes: String,
-    /// Bytes written per size (at least 16 objects).
+    /// Bytes written per size (at least 16 and at most 1000 objects).
     #[arg(long, default_value = "128M")]
     bytes: String,
     /// Requests in flight at once.
