@@ -96,12 +96,8 @@ impl S3Client {
                     .with_allow_http(true),
             );
         if let Some(endpoint) = &options.endpoint {
-            // In virtual-hosted style object_store expects the bucket in the endpoint.
-            let endpoint = match (options.virtual_hosted, endpoint.split_once("://")) {
-                (true, Some((scheme, host))) => format!("{scheme}://{bucket}.{host}"),
-                _ => endpoint.clone(),
-            };
-            builder = builder.with_endpoint(endpoint);
+            builder =
+                builder.with_endpoint(bucket_endpoint(endpoint, bucket, options.virtual_hosted));
         }
         let objects = builder.build().map_err(|e| fail(e.to_string()))?;
         Ok(Arc::new(S3Client {
@@ -282,6 +278,15 @@ impl S3Client {
     }
 }
 
+/// The endpoint object_store is given: in virtual-hosted style it expects the bucket in the
+/// host name (`http://bucket.host:port`); in path style the endpoint as it is.
+fn bucket_endpoint(endpoint: &str, bucket: &str, virtual_hosted: bool) -> String {
+    match (virtual_hosted, endpoint.split_once("://")) {
+        (true, Some((scheme, host))) => format!("{scheme}://{bucket}.{host}"),
+        _ => endpoint.to_string(),
+    }
+}
+
 /// What S3 reports about an object beyond its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -357,5 +362,22 @@ impl CredentialProvider for ChainCredentials {
         });
         *cached = Some((Arc::clone(&credential), creds.expiry()));
         Ok(credential)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_endpoint;
+
+    #[test]
+    fn virtual_hosted_endpoints_carry_the_bucket() {
+        assert_eq!(
+            bucket_endpoint("https://s3.example.com", "backups", true),
+            "https://backups.s3.example.com"
+        );
+        assert_eq!(
+            bucket_endpoint("http://127.0.0.1:9000", "backups", false),
+            "http://127.0.0.1:9000"
+        );
     }
 }
