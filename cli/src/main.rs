@@ -96,6 +96,16 @@ enum Command {
     Check(cmd::check::Args),
     /// Show what the repository stores and what deduplication saves.
     Stats(cmd::stats::Args),
+    /// Back up a DTR metadata tar (`docker/dtr backup` output) from a file or stdin, kept
+    /// entry by entry so the exact tar comes back.
+    BackupMetadata(cmd::backup_metadata::Args),
+    /// Write the exact metadata tar of a snapshot (stdout by default, for `docker/dtr restore`).
+    RestoreMetadata(cmd::restore_metadata::Args),
+    /// Print one file of a snapshot (e.g. one row of a DTR metadata table).
+    Dump(cmd::dump::Args),
+    /// Turn an image tar backup (`tar -cf backup-images.tar dtr-registry-<replica>`) into a
+    /// snapshot.
+    ImportTar(cmd::import_tar::Args),
     /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
     /// blobs it lacks; creates the destination when it does not exist.
     Copy(cmd::copy::Args),
@@ -105,6 +115,12 @@ enum Command {
 
 fn main() -> ExitCode {
     limit_heap_growth();
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`ls | head`)
+    // instead of panicking on a failed print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -147,6 +163,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => cmd::check::run(&ctx, args).await,
         Command::Stats(args) => cmd::stats::run(&ctx, args).await,
         Command::Copy(args) => cmd::copy::run(&ctx, args).await,
+        Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
+        Command::RestoreMetadata(args) => cmd::restore_metadata::run(&ctx, args).await,
+        Command::Dump(args) => cmd::dump::run(&ctx, args).await,
+        Command::ImportTar(args) => cmd::import_tar::run(&ctx, args).await,
         Command::BenchStore(args) => cmd::bench_store::run(&ctx, args).await,
     }
 }

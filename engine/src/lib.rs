@@ -9,6 +9,7 @@ pub mod chunker;
 pub mod compress;
 pub mod copy;
 pub mod crypto;
+pub mod dump;
 pub mod error;
 pub mod id;
 pub mod index;
@@ -20,6 +21,8 @@ pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod stats;
+pub mod tar_in;
+mod tar_walk;
 pub mod tree;
 mod windows;
 

@@ -1,5 +1,7 @@
 //! Snapshots (FORMAT.md, "Snapshots"): the last object a backup writes.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +62,28 @@ pub struct Snapshot {
     /// that snapshot's own original when it was a copy too (the first id of the chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
+    /// Set when the snapshot was made from a tar stream (`backup-metadata`, `import-tar`):
+    /// what rebuilds that exact tar from the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar: Option<TarLayout>,
+    /// A DTR metadata backup's tables (`rethink/<table>/<n>`) with their row counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<BTreeMap<String, u64>>,
+}
+
+/// The bytes of a tar that are not entry content (FORMAT.md, "Tar snapshots").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TarLayout {
+    /// The skeleton: every header, PAX and long-name record, padding, and the end-of-archive
+    /// blocks with whatever followed them, in order, as data blobs.
+    pub skeleton: Vec<Id>,
+    /// Size and sha256 (hex) of the whole tar.
+    pub size: u64,
+    pub sha256: String,
+    /// The tar had several top-level entries: the tree's top directory (`name`) was added
+    /// and is not part of the tar's paths.
+    #[serde(default)]
+    pub added_top: bool,
 }
 
 impl Snapshot {

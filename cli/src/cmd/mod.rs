@@ -1,14 +1,19 @@
 //! One module per command; each reads as: open, run the pipeline, print.
 
 pub mod backup;
+pub mod backup_metadata;
 pub mod bench_store;
 pub mod check;
 pub mod copy;
+pub mod dump;
+pub mod import_tar;
 pub mod init;
 pub mod ls;
 pub mod restore;
+pub mod restore_metadata;
 pub mod snapshots;
 pub mod stats;
+mod tar_io;
 
 /// Bytes as a human reads them (binary units).
 pub fn human_bytes(n: u64) -> String {

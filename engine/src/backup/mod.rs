@@ -144,6 +144,8 @@ pub async fn backup(
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         original: None,
+        tar: None,
+        tables: None,
     };
     // Last: only now is everything it refers to durable and indexed (and, under Object
     // Lock, retained for the full period).

@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use stowage_engine::tar_in::write_original_tar;
+
+use super::tar_io::Output;
+use crate::open::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot: an id, a unique prefix of one, or `latest`.
+    snapshot: String,
+    /// Write the tar here (default: stdout, ready for `docker/dtr restore < ...`).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Refuse unless the backup is of this DTR version.
+    #[arg(long)]
+    expect_version: Option<String>,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let repo = ctx.open().await?;
+    let (id, snapshot) = repo.find_snapshot(&args.snapshot).await?;
+    let Some(version) = snapshot.dtr_version.clone() else {
+        bail!("snapshot {} is not a DTR metadata backup", id.short());
+    };
+    if let Some(expected) = &args.expect_version {
+        if *expected != version {
+            bail!(
+                "snapshot {} holds DTR {version} metadata, not {expected}: restore it with a DTR of that version",
+                id.short()
+            );
+        }
+    }
+    let (output, writer) = Output::open(args.output.as_deref())?;
+    let bars = ctx.bars();
+    let bytes = write_original_tar(repo, &snapshot, writer, bars.clone()).await?;
+    bars.finish();
+    output.commit()?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "wrote {} ({} bytes, DTR {version} metadata from snapshot {})",
+            path.display(),
+            bytes,
+            id.short()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
