@@ -251,21 +251,25 @@ impl<R: Read> TarWalker<R> {
                 EntryType::Link => Kind::HardLink,
                 _ => Kind::Other,
             };
-            let field = |r: io::Result<u64>| {
-                r.map_err(|e| TarError::Damaged(format!("header at byte {at}: {e}")))
+            // An empty numeric field (all NULs or spaces) reads as 0, as GNU tar reads it.
+            let field = |r: io::Result<u64>, raw: &[u8]| match r {
+                Ok(v) => Ok(v),
+                Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+                Err(e) => Err(TarError::Damaged(format!("header at byte {at}: {e}"))),
             };
+            let old = header.as_old();
             return Ok(Item::Entry(Entry {
                 raw,
                 path,
                 kind,
-                mode: field(header.mode().map(u64::from))? as u32 & 0o7777,
+                mode: field(header.mode().map(u64::from), &old.mode)? as u32 & 0o7777,
                 uid: match pax_number("uid") {
                     Some(uid) => uid,
-                    None => field(header.uid())?,
+                    None => field(header.uid(), &old.uid)?,
                 },
                 gid: match pax_number("gid") {
                     Some(gid) => gid,
-                    None => field(header.gid())?,
+                    None => field(header.gid(), &old.gid)?,
                 },
                 mtime,
                 mtime_ns,

@@ -1,0 +1,259 @@
+//! Tars in and out: DTR metadata tars kept as manifests and written back byte for byte,
+//! image tars imported, bad input refused without recording anything.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::Stowage;
+use stowage_fixtures::dtr::{write_metadata_tar, MetadataSpec};
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+fn gnu_tar(dir: &Path, args: &[&str]) {
+    let out = Command::new("tar")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("GNU tar runs");
+    assert!(
+        out.status.success(),
+        "tar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A DTR-like metadata directory: 0700 directories, 0600 files, an empty file, names long
+/// enough for GNU long-name records and PAX path headers, a non-ASCII name.
+fn metadata_dir(parent: &Path) -> PathBuf {
+    let top = parent.join("dtr-backup-v2.9.16");
+    let long_dir = top.join("rethink").join("x".repeat(120));
+    for dir in [
+        top.join("rethink/properties"),
+        top.join("certs"),
+        long_dir.clone(),
+    ] {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+    }
+    let files: Vec<(PathBuf, Vec<u8>)> = vec![
+        (
+            top.join("rethink/properties/0"),
+            br#"{"id":"dtr.version","value":"2.9.16"}"#.to_vec(),
+        ),
+        (top.join("rethink/properties/1"), vec![b'p'; 70_000]),
+        (
+            top.join("certs/key.pem"),
+            b"-----BEGIN PRIVATE KEY-----\n".to_vec(),
+        ),
+        (top.join("certs/empty"), Vec::new()),
+        (long_dir.join("y".repeat(200)), b"long".to_vec()),
+        (
+            top.join("rethink/properties/r\u{e9}sum\u{e9}"),
+            b"utf-8 name".to_vec(),
+        ),
+    ];
+    for (path, bytes) in &files {
+        std::fs::write(path, bytes).expect("write");
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+    }
+    for dir in [top.join("certs"), top.join("rethink"), top.clone()] {
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+    }
+    top
+}
+
+fn snapshot_count(s: &Stowage) -> usize {
+    s.json(&["snapshots", "--json"])
+        .as_array()
+        .map(Vec::len)
+        .expect("a list")
+}
+
+#[test]
+fn metadata_tars_come_back_byte_identical() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let work = s.path("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    metadata_dir(&work);
+    gnu_tar(
+        &work,
+        &["--format=posix", "-cf", "posix.tar", "dtr-backup-v2.9.16"],
+    );
+    gnu_tar(
+        &work,
+        &["--format=gnu", "-cf", "gnu.tar", "dtr-backup-v2.9.16"],
+    );
+    let mut crate_made = Vec::new();
+    write_metadata_tar(&MetadataSpec::new(5, 240), &mut crate_made).expect("tar crate");
+    std::fs::write(work.join("crate.tar"), &crate_made).expect("write");
+    let mut padded = std::fs::read(work.join("gnu.tar")).expect("read");
+    padded.extend_from_slice(&[0u8; 512 * 7]);
+    std::fs::write(work.join("padded.tar"), &padded).expect("write");
+
+    for name in ["posix.tar", "gnu.tar", "crate.tar", "padded.tar"] {
+        let input = work.join(name);
+        let original = std::fs::read(&input).expect("read");
+        let saved = s.json(&[
+            "backup-metadata",
+            input.to_str().expect("utf-8"),
+            "--replica-id",
+            "0123456789ab",
+            "--json",
+        ]);
+        assert_eq!(saved["snapshot"]["replica_id"], "0123456789ab");
+        let id = saved["id"].as_str().expect("id").to_string();
+        let out = work.join(format!("restored-{name}"));
+        s.ok(&["restore-metadata", &id, "-o", out.to_str().expect("utf-8")]);
+        assert_eq!(
+            sha256(&std::fs::read(&out).expect("read")),
+            sha256(&original),
+            "{name}"
+        );
+    }
+    let last = s.json(&["snapshots", "--json"]);
+    let crate_snapshot = &last.as_array().expect("list")[2];
+    assert_eq!(crate_snapshot["dtr_version"], "2.9.16");
+    assert_eq!(
+        crate_snapshot["tables"]["properties"], 20,
+        "240 rows over 12 tables"
+    );
+
+    // Through pipes, as from `gpg -d ... | stowage backup-metadata -` and into `docker/dtr restore`.
+    let original = std::fs::read(work.join("posix.tar")).expect("read");
+    let mut child = s
+        .command(&["backup-metadata", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&original)
+        .expect("pipe");
+    assert!(child.wait().expect("wait").success());
+    let piped = s.run(&["restore-metadata", "latest", "--expect-version", "2.9.16"]);
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert_eq!(sha256(&piped.stdout), sha256(&original));
+
+    let err = s.fails(&["restore-metadata", "latest", "--expect-version", "3.0.0"]);
+    assert!(err.contains("2.9.16") && err.contains("3.0.0"), "{err}");
+
+    // Entries list like `tar -tvf`, and one row prints by path.
+    let listing = s.ok(&["ls", "latest"]);
+    assert!(listing.lines().any(|l| l.starts_with("-rw-------") && l.ends_with("dtr-backup-v2.9.16/certs/key.pem")), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("drwx------") && l.ends_with("dtr-backup-v2.9.16/certs")),
+        "{listing}"
+    );
+    let row = s.ok(&["dump", "latest", "dtr-backup-v2.9.16/rethink/properties/0"]);
+    assert_eq!(row, r#"{"id":"dtr.version","value":"2.9.16"}"#);
+}
+
+#[test]
+fn a_second_night_of_metadata_adds_a_few_percent() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let spec = MetadataSpec::new(11, 6000);
+    let mut tars = Vec::new();
+    for night in [1, 2] {
+        let mut tar = Vec::new();
+        write_metadata_tar(&spec.clone().at_night(night), &mut tar).expect("tar");
+        let path = s.path(&format!("night{night}.tar"));
+        std::fs::write(&path, &tar).expect("write");
+        tars.push((path, tar.len() as u64));
+    }
+    s.ok(&["backup-metadata", tars[0].0.to_str().expect("utf-8")]);
+    let second = s.json(&[
+        "backup-metadata",
+        tars[1].0.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    let stored = second["snapshot"]["summary"]["stored_bytes"]
+        .as_u64()
+        .expect("stored_bytes");
+    let size = tars[1].1;
+    // Tables in another order and every row renumbered, 2% of the rows changed: what night 2
+    // adds is the changed rows, the renamed entries' headers (compressed) and the trees.
+    let bound = size * 6 / 100;
+    assert!(
+        stored <= bound,
+        "night 2 stored {stored} bytes of a {size}-byte tar (bound 6%: {bound})"
+    );
+    for (i, (path, _)) in tars.iter().enumerate() {
+        let snapshots = s.json(&["snapshots", "--json"]);
+        let id = snapshots[i]["id"].as_str().expect("id").to_string();
+        let out = s.run(&["restore-metadata", &id]);
+        assert_eq!(
+            sha256(&out.stdout),
+            sha256(&std::fs::read(path).expect("read")),
+            "night {}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn bad_tars_are_refused_and_record_nothing() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let mut good = Vec::new();
+    write_metadata_tar(&MetadataSpec::new(9, 120), &mut good).expect("tar");
+    let mut bad_checksum = good.clone();
+    bad_checksum[512 * 3 + 20] ^= 0x01; // inside a later header's name
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "not a tar",
+            (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+            "not a tar archive",
+        ),
+        (
+            "truncated mid-entry",
+            good[..good.len() / 2 + 100].to_vec(),
+            "cut short",
+        ),
+        ("bad header checksum", bad_checksum, "bad header checksum"),
+        ("empty", Vec::new(), "empty"),
+        (
+            "no end-of-archive blocks",
+            good[..1024 + 512].to_vec(),
+            "cut short",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let path = s.path("bad.tar");
+        std::fs::write(&path, &bytes).expect("write");
+        for command in ["backup-metadata", "import-tar"] {
+            let err = s.fails(&[command, path.to_str().expect("utf-8")]);
+            assert!(err.contains(expected), "{command} of {what}: {err}");
+            assert_eq!(
+                snapshot_count(&s),
+                0,
+                "{command} of {what} recorded a snapshot"
+            );
+        }
+    }
+    // A tar that is no DTR backup is refused by backup-metadata (import-tar takes it).
+    let work = s.path("other");
+    std::fs::create_dir_all(work.join("something")).expect("mkdir");
+    std::fs::write(work.join("something/file"), b"x").expect("write");
+    gnu_tar(&work, &["-cf", "other.tar", "something"]);
+    let other = work.join("other.tar");
+    let err = s.fails(&["backup-metadata", other.to_str().expect("utf-8")]);
+    assert!(err.contains("dtr-backup-v"), "{err}");
+    assert_eq!(snapshot_count(&s), 0);
+}
