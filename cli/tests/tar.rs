@@ -257,3 +257,51 @@ fn bad_tars_are_refused_and_record_nothing() {
     assert!(err.contains("dtr-backup-v"), "{err}");
     assert_eq!(snapshot_count(&s), 0);
 }
+
+#[test]
+fn an_image_tar_imports_and_restores_exactly() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let spec = stowage_fixtures::VolumeSpec::new(31, 6 << 20);
+    let root = stowage_fixtures::generate(&spec, &s.path("volumes"))
+        .expect("generate")
+        .root;
+    let parent = root.parent().expect("parent");
+    let name = root.file_name().expect("name").to_str().expect("utf-8");
+    // As operators take them today, with nanosecond mtimes kept (posix format).
+    let images = s.path("backup-images.tar");
+    let out = Command::new("tar")
+        .current_dir(parent)
+        .args([
+            "--format=posix",
+            "--numeric-owner",
+            "-cf",
+            images.to_str().expect("utf-8"),
+            name,
+        ])
+        .output()
+        .expect("GNU tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let imported = s.json(&["import-tar", images.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(imported["snapshot"]["name"], name);
+    assert_eq!(imported["snapshot"]["replica_id"], spec.replica.as_str());
+    let target = s.path("restored");
+    s.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let differences =
+        stowage_fixtures::compare::tree_differences(&root, &target.join(name)).expect("compare");
+    assert!(
+        differences.is_empty(),
+        "restore differs:\n{}",
+        differences.join("\n")
+    );
+}
