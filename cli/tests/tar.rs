@@ -304,4 +304,31 @@ fn an_image_tar_imports_and_restores_exactly() {
         "restore differs:\n{}",
         differences.join("\n")
     );
+
+    // The same snapshot as a tar stream, extracted by GNU tar as operators do today.
+    let as_tar = s.path("restored.tar");
+    s.ok(&[
+        "restore",
+        "latest",
+        "--format",
+        "tar",
+        "-o",
+        as_tar.to_str().expect("utf-8"),
+    ]);
+    let extracted = s.path("extracted");
+    std::fs::create_dir_all(&extracted).expect("mkdir");
+    let mut args = vec!["-xf", as_tar.to_str().expect("utf-8")];
+    if common::is_root() {
+        args.push("--numeric-owner");
+    }
+    gnu_tar(&extracted, &args);
+    let differences =
+        stowage_fixtures::compare::tree_differences(&root, &extracted.join(name)).expect("compare");
+    assert!(
+        differences.is_empty(),
+        "tar restore differs:\n{}",
+        differences.join("\n")
+    );
+    let top: Vec<_> = std::fs::read_dir(&extracted).expect("read_dir").collect();
+    assert_eq!(top.len(), 1, "one top entry: {name}/");
 }

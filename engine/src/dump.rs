@@ -4,13 +4,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, Result};
-use crate::registry;
 use crate::repo::Repository;
+use crate::restore::read_content;
 use crate::snapshot::Snapshot;
-use crate::tree::{Content, Node, NodeKind};
+use crate::tree::{Node, NodeKind};
 
 /// The node at `path` (`/`-separated, starting with the snapshot's top directory).
 pub async fn find(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Node> {
@@ -35,7 +33,8 @@ pub async fn find(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<
 }
 
 /// Writes the content of the file at `path` to `out`; returns its size. Blob ids, the size
-/// and, for a registry blob, its sha256 digest are verified.
+/// and, for a registry blob, its sha256 digest are verified (a failure after bytes went out
+/// is still an error: the caller exits non-zero). Needs the multi-threaded runtime.
 pub async fn dump(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -46,41 +45,12 @@ pub async fn dump(
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{path} is not a file")));
     }
-    let digest = registry::blob_digest(Path::new(path));
-    let mut sha = Sha256::new();
-    let mut written = 0u64;
-    let write_err = |e| Error::io("the output", e);
-    match &node.content {
-        Some(Content::Inline(bytes)) => {
-            sha.update(&bytes.0);
-            out.write_all(&bytes.0).map_err(write_err)?;
-            written = bytes.0.len() as u64;
-        }
-        Some(Content::Chunks(ids)) => {
-            for id in ids {
-                let bytes = repo.read_blob(id).await?;
-                sha.update(&bytes);
-                out.write_all(&bytes).map_err(write_err)?;
-                written += bytes.len() as u64;
-            }
-        }
-        None => {}
-    }
-    out.flush().map_err(write_err)?;
-    if written != node.size {
-        return Err(Error::corrupt(
-            path,
-            format!("{written} bytes where the snapshot says {}", node.size),
-        ));
-    }
-    if let Some(expected) = digest {
-        let actual: [u8; 32] = sha.finalize().into();
-        if actual != expected {
-            return Err(Error::DigestMismatch {
-                path: path.to_string(),
-                digest: hex::encode(expected),
-            });
-        }
-    }
-    Ok(written)
+    let handle = tokio::runtime::Handle::current();
+    let read = tokio::task::block_in_place(|| {
+        read_content(repo, &handle, Path::new(path), &node, |bytes| {
+            out.write_all(bytes).map_err(|e| Error::io("the output", e))
+        })
+    })?;
+    out.flush().map_err(|e| Error::io("the output", e))?;
+    Ok(read.bytes)
 }

@@ -22,6 +22,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod stats;
 pub mod tar_in;
+pub mod tar_out;
 mod tar_walk;
 pub mod tree;
 mod windows;

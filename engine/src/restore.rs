@@ -93,19 +93,7 @@ pub async fn restore(
     opts: RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreSummary> {
-    let root = repo.load_tree(&snapshot.tree).await?;
-    let [top] = root.nodes.as_slice() else {
-        return Err(Error::corrupt(
-            format!("tree {}", snapshot.tree),
-            "root must hold one entry",
-        ));
-    };
-    if !safe_name(&top.name.0) {
-        return Err(Error::corrupt(
-            format!("tree {}", snapshot.tree),
-            "unsafe top-level name",
-        ));
-    }
+    let top = top_node(&repo, &snapshot.tree).await?;
     let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&top.name.0));
     if !opts.overwrite
         && target
@@ -129,7 +117,7 @@ pub async fn restore(
         bytes: AtomicU64::new(0),
         verified: AtomicU64::new(0),
     });
-    Arc::clone(&restorer).restore_node(rel, top.clone()).await?;
+    Arc::clone(&restorer).restore_node(rel, top).await?;
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(RestoreSummary {
         files: get(&restorer.files),
@@ -140,8 +128,28 @@ pub async fn restore(
     })
 }
 
+/// The single node of a snapshot's root tree (FORMAT.md, "Snapshots"): the backed-up
+/// directory, restored by its name.
+pub(crate) async fn top_node(repo: &Repository, root: &crate::id::Id) -> Result<Node> {
+    let mut tree = repo.load_tree(root).await?;
+    if tree.nodes.len() != 1 {
+        return Err(Error::corrupt(
+            format!("tree {root}"),
+            "root must hold one entry",
+        ));
+    }
+    let top = tree.nodes.remove(0);
+    if !safe_name(&top.name.0) {
+        return Err(Error::corrupt(
+            format!("tree {root}"),
+            "unsafe top-level name",
+        ));
+    }
+    Ok(top)
+}
+
 /// A name that stays inside its directory.
-fn safe_name(name: &[u8]) -> bool {
+pub(crate) fn safe_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
@@ -228,73 +236,12 @@ impl Restorer {
     /// Writes one file under a temporary name, verifies it, then gives it its name.
     fn restore_file(&self, rt: &tokio::runtime::Handle, rel: &Path, node: &Node) -> Result<()> {
         let mut sink = self.target.create_file(rel).map_err(io_at(rel))?;
-        let digest = registry::blob_digest(rel);
-        let mut sha = digest.map(|_| Sha256::new());
-        let mut written = 0u64;
-        let mut write = |bytes: &[u8]| -> Result<()> {
-            if let Some(sha) = sha.as_mut() {
-                sha.update(bytes);
-            }
+        let content = read_content(&self.repo, rt, rel, node, |bytes| {
             sink.write_all(bytes).map_err(io_at(rel))?;
-            written += bytes.len() as u64;
             self.progress.advance(bytes.len() as u64);
             Ok(())
-        };
-        match &node.content {
-            Some(Content::Inline(bytes)) => write(&bytes.0)?,
-            Some(Content::Chunks(ids)) => {
-                let mut blobs = Vec::with_capacity(ids.len());
-                for id in ids {
-                    let loc = self
-                        .repo
-                        .index()
-                        .lookup(id)?
-                        .ok_or(Error::MissingBlob(*id))?;
-                    blobs.push((*id, loc));
-                }
-                // Blobs stored back to back in one pack come in one read: a layer's chunks
-                // were packed in order, so a whole file is a few requests, not one per chunk.
-                for run in adjacent_runs(&blobs, MAX_READ) {
-                    let run = &blobs[run];
-                    let (first, last) = (&run[0].1, &run[run.len() - 1].1);
-                    let range = first.entry.range().start..last.entry.range().end;
-                    let bytes = rt.block_on(
-                        self.repo
-                            .store()
-                            .get_range(&Pack::key(&first.pack), range.clone()),
-                    )?;
-                    if bytes.len() as u64 != range.end - range.start {
-                        return Err(Error::corrupt(
-                            format!("pack {}", first.pack),
-                            "cut short (pack truncated)",
-                        ));
-                    }
-                    for (id, loc) in run {
-                        let at = (loc.entry.range().start - range.start) as usize;
-                        let sealed = &bytes[at..at + loc.entry.length as usize];
-                        write(&self.repo.decode_blob(id, loc, sealed)?)?;
-                    }
-                }
-            }
-            None => {}
-        }
-        if written != node.size {
-            return Err(Error::corrupt(
-                rel.display().to_string(),
-                format!(
-                    "restored {written} bytes where the snapshot says {}",
-                    node.size
-                ),
-            ));
-        }
-        if let (Some(expected), Some(sha)) = (digest, sha) {
-            let actual: [u8; 32] = sha.finalize().into();
-            if actual != expected {
-                return Err(Error::DigestMismatch {
-                    path: rel.display().to_string(),
-                    digest: hex::encode(expected),
-                });
-            }
+        })?;
+        if content.digest_verified {
             self.verified.fetch_add(1, Ordering::Relaxed);
         }
         sink.flush().map_err(io_at(rel))?;
@@ -303,9 +250,115 @@ impl Restorer {
             .set_meta(rel, &node.meta())
             .map_err(io_at(rel))?;
         self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(written, Ordering::Relaxed);
+        self.bytes.fetch_add(content.bytes, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// What [`read_content`] read and checked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContentRead {
+    pub bytes: u64,
+    /// The file is a registry blob and its sha256 matched the digest in its path.
+    pub digest_verified: bool,
+}
+
+/// Reads a file node's content and hands it to `write` blob by blob, verifying it as
+/// FORMAT.md ("Restore verification") asks: every blob against its id (blobs stored back to
+/// back in one pack come in one ranged read), the total against the node's size (`write`
+/// never gets more than that), and a registry blob (by its path `rel`) against the sha256
+/// digest its path names.
+///
+/// `write` sees the bytes before the size and digest checks are done, so a caller must not
+/// make them final until this returns `Ok`: a directory restore keeps the file under its
+/// temporary name, a tar stream holds back the entry's last bytes. Blocking: reads through
+/// `rt`, so call it off the async runtime.
+pub(crate) fn read_content(
+    repo: &Repository,
+    rt: &tokio::runtime::Handle,
+    rel: &Path,
+    node: &Node,
+    mut write: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<ContentRead> {
+    let digest = registry::blob_digest(rel);
+    let mut sha = digest.map(|_| Sha256::new());
+    let mut written = 0u64;
+    let mut take = |bytes: &[u8]| -> Result<()> {
+        if written + bytes.len() as u64 > node.size {
+            return Err(Error::corrupt(
+                rel.display().to_string(),
+                format!(
+                    "content holds more than the {} bytes the snapshot says",
+                    node.size
+                ),
+            ));
+        }
+        if let Some(sha) = sha.as_mut() {
+            sha.update(bytes);
+        }
+        write(bytes)?;
+        written += bytes.len() as u64;
+        Ok(())
+    };
+    match &node.content {
+        Some(Content::Inline(bytes)) => take(&bytes.0)?,
+        Some(Content::Chunks(ids)) => {
+            let mut blobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                let loc = repo.index().lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+                blobs.push((*id, loc));
+            }
+            // Blobs stored back to back in one pack come in one read: a layer's chunks
+            // were packed in order, so a whole file is a few requests, not one per chunk.
+            for run in adjacent_runs(&blobs, MAX_READ) {
+                let run = &blobs[run];
+                let (first, last) = (&run[0].1, &run[run.len() - 1].1);
+                let range = first.entry.range().start..last.entry.range().end;
+                let bytes = rt.block_on(
+                    repo.store()
+                        .get_range(&Pack::key(&first.pack), range.clone()),
+                )?;
+                if bytes.len() as u64 != range.end - range.start {
+                    return Err(Error::corrupt(
+                        format!("pack {}", first.pack),
+                        "cut short (pack truncated)",
+                    ));
+                }
+                for (id, loc) in run {
+                    let at = (loc.entry.range().start - range.start) as usize;
+                    let sealed = &bytes[at..at + loc.entry.length as usize];
+                    take(&repo.decode_blob(id, loc, sealed)?)?;
+                }
+            }
+        }
+        None => {}
+    }
+    if written != node.size {
+        return Err(Error::corrupt(
+            rel.display().to_string(),
+            format!(
+                "restored {written} bytes where the snapshot says {}",
+                node.size
+            ),
+        ));
+    }
+    let digest_verified = match (digest, sha) {
+        (Some(expected), Some(sha)) => {
+            let actual: [u8; 32] = sha.finalize().into();
+            if actual != expected {
+                return Err(Error::DigestMismatch {
+                    path: rel.display().to_string(),
+                    digest: hex::encode(expected),
+                });
+            }
+            true
+        }
+        _ => false,
+    };
+    Ok(ContentRead {
+        bytes: written,
+        digest_verified,
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::id::Id;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore::read_content;
 use crate::snapshot::{Snapshot, SourceRef, Summary, TarLayout};
 use crate::tar_walk::{Item, Kind, TarError, TarWalker};
 use crate::tree::{Content, Name, Node, NodeKind, Tree};
@@ -562,17 +563,17 @@ pub async fn write_original_tar(
                         format!("no content for {:?}", String::from_utf8_lossy(&entry.path)),
                     )
                 })?;
-                let mut written = 0u64;
-                for id in node.chunks() {
-                    let bytes = handle.block_on(repo.read_blob(id))?;
-                    out.write_all(&bytes).map_err(write_err)?;
-                    written += bytes.len() as u64;
+                let read = read_content(&repo, &handle, std::path::Path::new(""), node, |bytes| {
                     progress.advance(bytes.len() as u64);
-                }
-                if written != entry.size {
+                    out.write_all(bytes).map_err(write_err)
+                })?;
+                if read.bytes != entry.size {
                     return Err(Error::corrupt(
                         String::from_utf8_lossy(&entry.path),
-                        format!("{written} content bytes where the tar header says {}", entry.size),
+                        format!(
+                            "{} content bytes where the tar header says {}",
+                            read.bytes, entry.size
+                        ),
                     ));
                 }
             } else if entry.size > 0 {

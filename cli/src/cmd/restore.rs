@@ -18,8 +18,16 @@ pub struct Args {
     /// (like `tar -xf backup-images.tar -C /var/lib/docker/volumes`), or a bucket and
     /// prefix, s3://bucket/rootdirectory, which receives the backed-up directory's content
     /// object for object (the registry's s3 driver layout).
-    #[arg(long, short = 't')]
-    target: String,
+    #[arg(long, short = 't', required_unless_present = "format")]
+    target: Option<String>,
+    /// Write a tar stream instead (`tar`): GNU tar extracts it to the same tree, with
+    /// the backed-up directory as its top entry, like `tar -cf backup-images.tar
+    /// dtr-registry-<replica-id>`.
+    #[arg(long, value_parser = ["tar"], conflicts_with = "target")]
+    format: Option<String>,
+    /// With --format tar: the file to write (default: stdout).
+    #[arg(long, short = 'o', requires = "format")]
+    output: Option<std::path::PathBuf>,
     /// Restore into an existing directory of the same name, replacing files.
     #[arg(long)]
     overwrite: bool,
@@ -31,7 +39,10 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
     let (id, snapshot) = repo.find_snapshot(&args.snapshot).await?;
-    let (target, place): (Arc<dyn Target>, String) = match Location::parse(&args.target)? {
+    let Some(target) = &args.target else {
+        return restore_as_tar(ctx, repo, id, snapshot, args).await;
+    };
+    let (target, place): (Arc<dyn Target>, String) = match Location::parse(target)? {
         Location::Dir(dir) => (
             Arc::new(FsTarget::new(&dir).with_context(|| format!("target {}", dir.display()))?),
             dir.join(&snapshot.name).display().to_string(),
@@ -59,6 +70,42 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}; {} registry blobs verified",
             id.short(),
             place,
+            summary.files,
+            summary.dirs,
+            summary.symlinks,
+            human_bytes(summary.bytes),
+            summary.verified_blobs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore --format tar`: the snapshot as a tar stream, to stdout or a file that gets its
+/// name once complete.
+async fn restore_as_tar(
+    ctx: &Context,
+    repo: Arc<stowage_engine::Repository>,
+    id: stowage_engine::Id,
+    snapshot: stowage_engine::snapshot::Snapshot,
+    args: Args,
+) -> anyhow::Result<ExitCode> {
+    let (output, writer) = super::tar_io::Output::open(args.output.as_deref())?;
+    let bars = ctx.bars();
+    let summary =
+        stowage_engine::tar_out::restore_tar(repo, &snapshot, writer, bars.clone()).await?;
+    bars.finish();
+    output.commit()?;
+    if args.json {
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "snapshot": id, "summary": summary })
+            )?
+        );
+    } else {
+        eprintln!(
+            "wrote snapshot {} as a tar: {} files, {} dirs, {} symlinks, {}; {} registry blobs verified",
+            id.short(),
             summary.files,
             summary.dirs,
             summary.symlinks,
