@@ -94,10 +94,60 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// The skeleton as it is read: stored chunk by chunk as it grows, so memory stays bounded
+/// however many entries the tar has. Only chunks followed by more bytes are cut (a chunk's
+/// end depends on the bytes after its start only), so the chunks are those of the whole.
+struct SkeletonSink<'a> {
+    repo: &'a Repository,
+    packer: &'a Packer,
+    buffer: Vec<u8>,
+    ids: Vec<Id>,
+    /// Bytes gathered before chunking what can be cut.
+    flush_at: usize,
+}
+
+impl SkeletonSink<'_> {
+    fn extend(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= self.flush_at {
+            self.store(false)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the chunks of the buffer; all of them at the `end`, else all but the last.
+    fn store(&mut self, end: bool) -> Result<()> {
+        let mut chunks = chunk_bytes(self.repo, &self.buffer);
+        let keep = match end {
+            true => 0,
+            false => chunks.pop().map_or(0, |last| last.len()),
+        };
+        for chunk in chunks {
+            let (id, pack) = self.packer.add(BlobKind::Data, chunk)?;
+            self.packer.submit_blocking(pack)?;
+            self.ids.push(id);
+        }
+        let cut = self.buffer.len() - keep;
+        self.buffer.drain(..cut);
+        Ok(())
+    }
+}
+
+impl Write for SkeletonSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.extend(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Everything parsed from the stream.
 struct Ingested {
     entries: Vec<Parsed>,
-    skeleton: Vec<u8>,
+    skeleton: Vec<Id>,
     size: u64,
     sha256: String,
 }
@@ -117,18 +167,24 @@ fn ingest(
     });
     let chunker = repo.chunker();
     let mut buffer = Vec::new();
-    let mut skeleton = Vec::new();
+    let mut skeleton = SkeletonSink {
+        repo,
+        packer,
+        buffer: Vec::new(),
+        ids: Vec::new(),
+        flush_at: 32 << 20,
+    };
     let mut entries = Vec::new();
     let mut seen = HashSet::new();
     loop {
         let entry = match walker.next_item()? {
             Item::End(rest) => {
-                skeleton.extend_from_slice(&rest);
+                skeleton.extend(&rest)?;
                 break;
             }
             Item::Entry(entry) => entry,
         };
-        skeleton.extend_from_slice(&entry.raw);
+        skeleton.extend(&entry.raw)?;
         let path = normalize(&entry.path)?;
         let content_in_tree = matches!(entry.kind, Kind::File | Kind::HardLink);
         let mut ids = Vec::new();
@@ -157,7 +213,7 @@ fn ingest(
             std::io::copy(&mut walker.content(entry.size), &mut skeleton)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
         }
-        skeleton.extend_from_slice(&walker.padding(entry.size)?);
+        skeleton.extend(&walker.padding(entry.size)?)?;
         let Some(path) = path else { continue };
         if entry.kind == Kind::Other {
             continue;
@@ -216,10 +272,11 @@ fn ingest(
             hard_link,
         });
     }
+    skeleton.store(true)?;
     let reader = walker.into_inner();
     Ok(Ingested {
         entries,
-        skeleton,
+        skeleton: skeleton.ids,
         size: reader.bytes,
         sha256: hex::encode(reader.sha.finalize()),
     })
@@ -418,10 +475,6 @@ pub async fn backup_tar(
     };
     let (tree, top, added_top, mut summary) =
         store_trees(&packer, ingested.entries, &opts.fallback_name).await?;
-    let mut skeleton = Vec::new();
-    for chunk in chunk_bytes(&repo, &ingested.skeleton) {
-        skeleton.push(packer.add_async(BlobKind::Data, chunk).await?);
-    }
     summary.files_read = summary.files;
     summary.bytes_read = bytes_in.load(Ordering::Relaxed);
     let written = packer.finish().await?;
@@ -449,7 +502,7 @@ pub async fn backup_tar(
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         original: None,
         tar: Some(TarLayout {
-            skeleton,
+            skeleton: ingested.skeleton,
             size: ingested.size,
             sha256: ingested.sha256,
             added_top,
@@ -531,10 +584,6 @@ pub async fn write_original_tar(
             snapshot.source.uri
         ))
     })?;
-    let mut skeleton = Vec::new();
-    for id in &layout.skeleton {
-        skeleton.extend_from_slice(&repo.read_blob(id).await?);
-    }
     let files = files_by_path(&repo, snapshot, layout.added_top).await?;
     progress.phase("restore", Some(layout.size));
     let handle = tokio::runtime::Handle::current();
@@ -545,7 +594,12 @@ pub async fn write_original_tar(
             bytes: 0,
         };
         let write_err = |e: std::io::Error| Error::io("the tar output", e);
-        let mut walker = TarWalker::new(std::io::Cursor::new(skeleton));
+        let mut walker = TarWalker::new(SkeletonReader {
+            repo: &repo,
+            handle: &handle,
+            ids: layout.skeleton.iter(),
+            current: std::io::Cursor::new(Vec::new()),
+        });
         loop {
             let entry = match walker.next_item()? {
                 Item::End(rest) => {
@@ -598,6 +652,33 @@ pub async fn write_original_tar(
     .map_err(|e| Error::Invalid(format!("tar writer panicked: {e}")))?
 }
 
+/// Reads the skeleton's blobs one after the other (bounded memory).
+struct SkeletonReader<'a> {
+    repo: &'a Repository,
+    handle: &'a tokio::runtime::Handle,
+    ids: std::slice::Iter<'a, Id>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl Read for SkeletonReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let Some(id) = self.ids.next() else {
+                return Ok(0);
+            };
+            let blob = self
+                .handle
+                .block_on(self.repo.read_blob(id))
+                .map_err(std::io::Error::other)?;
+            self.current = std::io::Cursor::new(blob);
+        }
+    }
+}
+
 struct HashingWriter {
     inner: Box<dyn Write + Send>,
     sha: Sha256,
@@ -614,5 +695,57 @@ impl Write for HashingWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::InitOptions;
+    use rand::{RngCore, SeedableRng};
+    use stowage_backends::memory::MemoryStore;
+    use stowage_backends::MemoryKv;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_skeleton_stored_in_parts_has_the_chunks_of_the_whole() {
+        let store = Arc::new(MemoryStore::new());
+        Repository::init(store.as_ref(), b"pw", &InitOptions::default())
+            .await
+            .expect("init");
+        let kv = Arc::new(MemoryKv::new());
+        let repo = Arc::new(
+            Repository::open(store, b"pw", move |_| Ok(kv))
+                .await
+                .expect("open"),
+        );
+        let mut bytes = vec![0u8; 40 << 20];
+        rand_chacha::ChaCha8Rng::seed_from_u64(1).fill_bytes(&mut bytes);
+        let whole: Vec<Id> = chunk_bytes(&repo, &bytes)
+            .iter()
+            .map(|c| repo.keys().blob_id(c))
+            .collect();
+        assert!(whole.len() > 10, "enough chunks to matter");
+        let packer = Packer::start(Arc::clone(&repo), 16 << 20);
+        let ids = {
+            let (repo, packer) = (Arc::clone(&repo), Arc::clone(&packer));
+            tokio::task::spawn_blocking(move || {
+                let mut sink = SkeletonSink {
+                    repo: &repo,
+                    packer: &packer,
+                    buffer: Vec::new(),
+                    ids: Vec::new(),
+                    flush_at: 9 << 20,
+                };
+                for piece in bytes.chunks(700_000) {
+                    sink.extend(piece).expect("extend");
+                }
+                sink.store(true).expect("store");
+                sink.ids
+            })
+            .await
+            .expect("join")
+        };
+        packer.finish().await.expect("finish");
+        assert_eq!(ids, whole);
     }
 }
