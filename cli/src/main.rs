@@ -99,7 +99,8 @@ enum Command {
     /// Back up a DTR metadata tar (`docker/dtr backup` output) from a file or stdin, kept
     /// entry by entry so the exact tar comes back.
     BackupMetadata(cmd::backup_metadata::Args),
-    /// Write the exact metadata tar of a snapshot (stdout by default, for `docker/dtr restore`).
+    /// Write the exact tar a snapshot was made from: a DTR metadata backup (stdout by default,
+    /// for `docker/dtr restore`) or an imported image tar.
     RestoreMetadata(cmd::restore_metadata::Args),
     /// Print one file of a snapshot (e.g. one row of a DTR metadata table).
     Dump(cmd::dump::Args),

@@ -61,6 +61,7 @@ fn metadata_dir(parent: &Path) -> PathBuf {
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .expect("chmod");
     }
+    std::fs::hard_link(top.join("certs/key.pem"), top.join("certs/key-link.pem")).expect("link");
     for dir in [top.join("certs"), top.join("rethink"), top.clone()] {
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("chmod");
@@ -162,6 +163,31 @@ fn metadata_tars_come_back_byte_identical() {
     );
     let row = s.ok(&["dump", "latest", "dtr-backup-v2.9.16/rethink/properties/0"]);
     assert_eq!(row, r#"{"id":"dtr.version","value":"2.9.16"}"#);
+    let linked = s.ok(&["dump", "latest", "dtr-backup-v2.9.16/certs/key-link.pem"]);
+    assert_eq!(
+        linked, "-----BEGIN PRIVATE KEY-----\n",
+        "a hard link dumps its target's content"
+    );
+
+    // Offsite copies carry the skeleton too: the tar comes back from the copy.
+    let offsite = s.path("offsite");
+    s.ok(&["copy", "--to", offsite.to_str().expect("utf-8")]);
+    let copy = Stowage {
+        repo: offsite.display().to_string(),
+        ..Stowage::new()
+    };
+    let copy = Stowage {
+        password: s.password.clone(),
+        ..copy
+    };
+    copy.ok(&["check", "--read-data"]);
+    let from_copy = copy.run(&["restore-metadata", "latest"]);
+    assert!(
+        from_copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_copy.stderr)
+    );
+    assert_eq!(sha256(&from_copy.stdout), sha256(&original));
 }
 
 #[test]
@@ -331,4 +357,42 @@ fn an_image_tar_imports_and_restores_exactly() {
     );
     let top: Vec<_> = std::fs::read_dir(&extracted).expect("read_dir").collect();
     assert_eq!(top.len(), 1, "one top entry: {name}/");
+
+    // And the very tar that was imported.
+    let original = s.path("original-again.tar");
+    s.ok(&[
+        "restore-metadata",
+        "latest",
+        "-o",
+        original.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        sha256(&std::fs::read(&original).expect("read")),
+        sha256(&std::fs::read(&images).expect("read"))
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&original).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "tar outputs are private");
+}
+
+#[test]
+fn a_path_that_is_both_file_and_directory_is_refused() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, body) in [("top/x", &b"file"[..]), ("top/x/y", &b"inside"[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_size(body.len() as u64);
+        tar.append_data(&mut header, path, body).expect("append");
+    }
+    let path = s.path("conflict.tar");
+    std::fs::write(&path, tar.into_inner().expect("finish")).expect("write");
+    let err = s.fails(&["import-tar", path.to_str().expect("utf-8")]);
+    assert!(err.contains("both as a file and as a directory"), "{err}");
+    assert_eq!(snapshot_count(&s), 0);
 }

@@ -83,6 +83,14 @@ pub async fn check(
     let mut seen_trees = HashSet::new();
     progress.phase("check snapshots", None);
     for (id, snap) in &snapshots {
+        for blob in snap.extra_blobs() {
+            if !repo.index().contains(blob)? {
+                report.errors.push(format!(
+                    "snapshot {}: its tar skeleton needs blob {blob}, which is in no index",
+                    id.short()
+                ));
+            }
+        }
         let mut pending = vec![snap.tree];
         while let Some(tree_id) = pending.pop() {
             if !seen_trees.insert(tree_id) {

@@ -123,7 +123,12 @@ pub async fn copy_with(
     // Object Lock, retained for the full period).
     progress.phase("copy: snapshots", None);
     let trees: Vec<Id> = plan.snapshots.iter().map(|(_, s)| s.tree).collect();
-    crate::retention::protect(&dst, &trees).await?;
+    let extra: Vec<Id> = plan
+        .snapshots
+        .iter()
+        .flat_map(|(_, s)| s.extra_blobs().iter().copied())
+        .collect();
+    crate::retention::protect(&dst, &trees, &extra).await?;
     for (id, snap) in plan.snapshots {
         let copied = Snapshot {
             original: Some(snap.origin(id)),
@@ -169,6 +174,11 @@ pub async fn plan(
     missing
         .walk(src, dst, plan.snapshots.iter().map(|(_, s)| s.tree))
         .await?;
+    for (_, snap) in &plan.snapshots {
+        for blob in snap.extra_blobs() {
+            missing.want(src, dst, *blob)?;
+        }
+    }
     plan.blobs = missing.blobs.len() as u64;
     plan.bytes = missing
         .by_pack

@@ -14,14 +14,23 @@ use crate::id::Id;
 use crate::pack::Pack;
 use crate::repo::Repository;
 
-/// Extends the retention of everything the snapshots with root trees `roots` need; returns
-/// how many objects were extended (0 for stores without retention).
-pub async fn protect(repo: &Repository, roots: &[Id]) -> Result<u64> {
+/// Extends the retention of everything the snapshots with root trees `roots` and the other
+/// blobs `blobs` (tar skeletons) need; returns how many objects were extended (0 for stores
+/// without retention).
+pub async fn protect(repo: &Repository, roots: &[Id], blobs: &[Id]) -> Result<u64> {
     let store = repo.store();
     if !store.retains() {
         return Ok(0);
     }
     let mut packs = HashSet::new();
+    for id in blobs {
+        packs.insert(
+            repo.index()
+                .lookup(id)?
+                .ok_or(Error::MissingBlob(*id))?
+                .pack,
+        );
+    }
     let mut seen = HashSet::new();
     let mut pending: Vec<Id> = roots.to_vec();
     while let Some(tree_id) = pending.pop() {

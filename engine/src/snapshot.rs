@@ -87,6 +87,11 @@ pub struct TarLayout {
 }
 
 impl Snapshot {
+    /// Blobs the snapshot needs beyond its trees and their files: a tar snapshot's skeleton.
+    pub fn extra_blobs(&self) -> &[Id] {
+        self.tar.as_ref().map_or(&[], |t| t.skeleton.as_slice())
+    }
+
     /// The id that names this backup in every repository it was copied to: its `original`,
     /// or `id` (its own id) when it is not a copy.
     pub fn origin(&self, id: Id) -> Id {

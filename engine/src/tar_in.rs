@@ -157,6 +157,7 @@ fn ingest(
     repo: &Repository,
     packer: &Packer,
     reader: Box<dyn Read + Send>,
+    dtr_metadata: bool,
     progress: &dyn Progress,
     bytes_in: &AtomicU64,
 ) -> Result<Ingested> {
@@ -178,8 +179,10 @@ fn ingest(
     let mut seen = HashSet::new();
     loop {
         let entry = match walker.next_item()? {
-            Item::End(rest) => {
-                skeleton.extend(&rest)?;
+            Item::End(first) => {
+                skeleton.extend(&first)?;
+                std::io::copy(walker.rest(), &mut skeleton)
+                    .map_err(|e| Error::io("the tar stream", e))?;
                 break;
             }
             Item::Entry(entry) => entry,
@@ -214,7 +217,18 @@ fn ingest(
                 .map_err(|e| Error::Invalid(e.to_string()))?;
         }
         skeleton.extend(&walker.padding(entry.size)?)?;
-        let Some(path) = path else { continue };
+        let Some(path) = path else {
+            if content_in_tree && entry.size > 0 {
+                return Err(Error::Invalid(format!(
+                    "a file named {:?} has no usable path",
+                    String::from_utf8_lossy(&entry.path)
+                )));
+            }
+            continue;
+        };
+        if dtr_metadata && entries.is_empty() && !path[0].starts_with(b"dtr-backup-v") {
+            return Err(not_dtr(&path[0]));
+        }
         if entry.kind == Kind::Other {
             continue;
         }
@@ -304,7 +318,7 @@ async fn store_trees(
         .map(|e| (e.path.clone(), (e.node.size, e.node.content.clone())))
         .collect();
     for entry in entries.iter_mut() {
-        if let Some(target) = &entry.hard_link {
+        if let (Some(target), 0) = (&entry.hard_link, entry.node.size) {
             let (size, content) = contents.get(target).cloned().ok_or_else(|| {
                 Error::Invalid(format!(
                     "hard link {:?} points to no earlier file",
@@ -354,6 +368,19 @@ async fn store_trees(
                     .children
                     .insert(name, entry.node);
             }
+        }
+    }
+    // A file (or symlink) and a directory at one path cannot both be kept.
+    for path in dirs.keys().filter(|p| p.len() > 1) {
+        let (parent, name) = path.split_at(path.len() - 1);
+        if dirs
+            .get(parent)
+            .is_some_and(|d| d.children.contains_key(&name[0]))
+        {
+            return Err(Error::Invalid(format!(
+                "the tar holds {:?} both as a file and as a directory",
+                String::from_utf8_lossy(&path.join(&b'/'))
+            )));
         }
     }
     // Deepest first, so every directory's subtree exists before its parent's tree.
@@ -410,6 +437,13 @@ fn implied_dir(name: &[u8]) -> Node {
     }
 }
 
+fn not_dtr(top: &[u8]) -> Error {
+    Error::Invalid(format!(
+        "not a DTR metadata backup: it should start with dtr-backup-v<version>/, not {:?}",
+        String::from_utf8_lossy(top)
+    ))
+}
+
 /// `dtr-backup-v<version>/rethink/<table>/<row>` files counted by table.
 fn dtr_tables(entries: &[Parsed]) -> BTreeMap<String, u64> {
     let mut tables = BTreeMap::new();
@@ -438,6 +472,7 @@ pub async fn backup_tar(
     progress.phase("backup", None);
     let packer = Packer::start(Arc::clone(&repo), opts.pack_size);
     let bytes_in = Arc::new(AtomicU64::new(0));
+    let opts_dtr = opts.dtr_metadata;
     let ingested = {
         let (repo, packer, progress, bytes_in) = (
             Arc::clone(&repo),
@@ -446,7 +481,14 @@ pub async fn backup_tar(
             Arc::clone(&bytes_in),
         );
         tokio::task::spawn_blocking(move || {
-            ingest(&repo, &packer, reader, progress.as_ref(), &bytes_in)
+            ingest(
+                &repo,
+                &packer,
+                reader,
+                opts_dtr,
+                progress.as_ref(),
+                &bytes_in,
+            )
         })
         .await
         .map_err(|e| Error::Invalid(format!("tar reader panicked: {e}")))??
@@ -462,10 +504,7 @@ pub async fn backup_tar(
             let top = String::from_utf8_lossy(&top).into_owned();
             let version = top.strip_prefix("dtr-backup-v").filter(|v| !v.is_empty());
             let Some(version) = version else {
-                return Err(Error::Invalid(format!(
-                    "not a DTR metadata backup: it should start with dtr-backup-v<version>/, \
-                     not {top:?}"
-                )));
+                return Err(not_dtr(top.as_bytes()));
             };
             (
                 Some(version.to_string()),
@@ -509,7 +548,7 @@ pub async fn backup_tar(
         }),
         tables,
     };
-    crate::retention::protect(&repo, &[snapshot.tree]).await?;
+    crate::retention::protect(&repo, &[snapshot.tree], snapshot.extra_blobs()).await?;
     let id = repo.save_json("snapshots", &snapshot).await?;
     Ok((id, snapshot))
 }
@@ -602,8 +641,9 @@ pub async fn write_original_tar(
         });
         loop {
             let entry = match walker.next_item()? {
-                Item::End(rest) => {
-                    out.write_all(&rest).map_err(write_err)?;
+                Item::End(first) => {
+                    out.write_all(&first).map_err(write_err)?;
+                    std::io::copy(walker.rest(), &mut out).map_err(write_err)?;
                     break;
                 }
                 Item::Entry(entry) => entry,
@@ -617,7 +657,8 @@ pub async fn write_original_tar(
                         format!("no content for {:?}", String::from_utf8_lossy(&entry.path)),
                     )
                 })?;
-                let read = read_content(&repo, &handle, std::path::Path::new(""), node, |bytes| {
+                let rel = std::path::PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned());
+                let read = read_content(&repo, &handle, &rel, node, |bytes| {
                     progress.advance(bytes.len() as u64);
                     out.write_all(bytes).map_err(write_err)
                 })?;

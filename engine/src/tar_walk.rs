@@ -22,6 +22,8 @@ pub enum TarError {
     Truncated(String),
     #[error("damaged tar: {0}")]
     Damaged(String),
+    #[error("unsupported tar: {0}")]
+    Unsupported(String),
     #[error("reading the tar: {0}")]
     Io(#[from] io::Error),
 }
@@ -61,7 +63,7 @@ pub enum Item {
     /// An entry; the caller consumes (or supplies) its `size` content bytes, then calls
     /// [`TarWalker::padding`].
     Entry(Entry),
-    /// The end-of-archive blocks and everything after them.
+    /// The first end-of-archive block; everything after it is read from [`TarWalker::rest`].
     End(Vec<u8>),
 }
 
@@ -82,6 +84,12 @@ impl<R: Read> TarWalker<R> {
 
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// The stream after the first end-of-archive block (more zero blocks, record padding,
+    /// whatever follows), to be copied as it is.
+    pub fn rest(&mut self) -> &mut R {
+        &mut self.inner
     }
 
     /// The stream, for reading an entry's content.
@@ -155,10 +163,7 @@ impl<R: Read> TarWalker<R> {
                 if self.entries == 0 {
                     return Err(TarError::NotTar("it holds no entries".into()));
                 }
-                let mut end = block.to_vec();
-                self.inner.read_to_end(&mut end)?;
-                self.offset += end.len() as u64 - 512;
-                return Ok(Item::End(end));
+                return Ok(Item::End(block.to_vec()));
             }
             let header = Header::from_byte_slice(&block);
             if !checksum_ok(&block) {
@@ -168,17 +173,27 @@ impl<R: Read> TarWalker<R> {
                 });
             }
             raw.extend_from_slice(&block);
+            let entry_type = header.entry_type();
+            let is_record = matches!(
+                entry_type,
+                EntryType::XHeader
+                    | EntryType::XGlobalHeader
+                    | EntryType::GNULongName
+                    | EntryType::GNULongLink
+            );
+            // A PAX `size` is the next real entry's (the last one given counts), not a record's.
             let pax_size = pax
                 .iter()
+                .rev()
                 .find(|(k, _)| k == "size")
-                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+                .filter(|_| !is_record);
             let size = match pax_size {
                 Some(size) => size,
                 None => header
                     .entry_size()
                     .map_err(|e| TarError::Damaged(format!("header at byte {at}: {e}")))?,
             };
-            let entry_type = header.entry_type();
             if matches!(
                 entry_type,
                 EntryType::XHeader
@@ -217,6 +232,13 @@ impl<R: Read> TarWalker<R> {
                 }
                 continue;
             }
+            if entry_type == EntryType::GNUSparse
+                || pax.iter().any(|(k, _)| k.starts_with("GNU.sparse."))
+            {
+                return Err(TarError::Unsupported(format!(
+                    "the entry at byte {at} is a GNU sparse file; create the tar without --sparse"
+                )));
+            }
             self.entries += 1;
             let pax_value = |key: &str| {
                 pax.iter()
@@ -244,8 +266,11 @@ impl<R: Read> TarWalker<R> {
                     0,
                 ),
             };
+            // A regular entry named with a trailing '/' is a directory (old tars), as GNU tar
+            // reads it.
             let kind = match entry_type {
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+                EntryType::Regular | EntryType::Continuous if path.ends_with(b"/") => Kind::Dir,
+                EntryType::Regular | EntryType::Continuous => Kind::File,
                 EntryType::Directory => Kind::Dir,
                 EntryType::Symlink => Kind::Symlink,
                 EntryType::Link => Kind::HardLink,
@@ -318,18 +343,14 @@ fn checksum_ok(block: &[u8; 512]) -> bool {
     let Ok(stored) = header.cksum() else {
         return false;
     };
-    let sum: u32 = block
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(*b)
-            }
-        })
-        .sum();
-    sum == stored
+    // Some old tars summed the bytes as signed chars; GNU tar accepts either sum.
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { *b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    i64::from(stored) == unsigned || i64::from(stored) == signed
 }
 
 fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {
@@ -342,17 +363,21 @@ fn trim_nul(mut data: Vec<u8>) -> Vec<u8> {
 /// `1700000000.123456789` (or without a fraction) as seconds and nanoseconds.
 fn parse_pax_time(value: &[u8]) -> Option<(i64, u32)> {
     let text = std::str::from_utf8(value).ok()?;
-    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    let secs: i64 = secs.parse().ok()?;
+    let (secs_text, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs_text.parse().ok()?;
     let digits: String = frac.chars().take(9).collect();
     if !digits.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let nanos = match digits.is_empty() {
+    let nanos: u32 = match digits.is_empty() {
         true => 0,
         false => format!("{digits:0<9}").parse().ok()?,
     };
-    Some((secs, nanos))
+    // `-1.5` is 1.5 s before the epoch: -2 s plus 0.5 s.
+    match (secs_text.starts_with('-'), nanos) {
+        (true, n) if n > 0 => Some((secs - 1, 1_000_000_000 - n)),
+        _ => Some((secs, nanos)),
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +396,8 @@ mod tests {
             Some((1_700_000_000, 123_456_789))
         );
         assert_eq!(parse_pax_time(b"x"), None);
+        assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time(b"-0.25"), Some((-1, 750_000_000)));
     }
 
     #[test]

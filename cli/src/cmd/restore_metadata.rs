@@ -22,14 +22,19 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
     let (id, snapshot) = repo.find_snapshot(&args.snapshot).await?;
-    let Some(version) = snapshot.dtr_version.clone() else {
-        bail!("snapshot {} is not a DTR metadata backup", id.short());
-    };
+    if snapshot.tar.is_none() {
+        bail!(
+            "snapshot {} was not made from a tar (backup-metadata or import-tar); use restore --format tar",
+            id.short()
+        );
+    }
+    let version = snapshot.dtr_version.clone().unwrap_or_default();
     if let Some(expected) = &args.expect_version {
         if *expected != version {
             bail!(
-                "snapshot {} holds DTR {version} metadata, not {expected}: restore it with a DTR of that version",
-                id.short()
+                "snapshot {} holds DTR {} metadata, not {expected}: restore it with a DTR of that version",
+                id.short(),
+                if version.is_empty() { "no" } else { &version }
             );
         }
     }
@@ -40,7 +45,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     output.commit()?;
     if let Some(path) = &args.output {
         eprintln!(
-            "wrote {} ({} bytes, DTR {version} metadata from snapshot {})",
+            "wrote {} ({} bytes, the tar of snapshot {})",
             path.display(),
             bytes,
             id.short()

@@ -5,6 +5,8 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use anyhow::Context as _;
 
 /// `-` is stdin.
@@ -46,7 +48,13 @@ impl Output {
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default()
                 ));
-                let file = File::create(&temp)
+                // Private from the start: metadata tars hold DTR's private keys.
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temp)
                     .with_context(|| format!("cannot write {}", temp.display()))?;
                 Ok((
                     Output {

@@ -149,7 +149,7 @@ pub async fn backup(
     };
     // Last: only now is everything it refers to durable and indexed (and, under Object
     // Lock, retained for the full period).
-    crate::retention::protect(&repo, &[snapshot.tree]).await?;
+    crate::retention::protect(&repo, &[snapshot.tree], &[]).await?;
     let id = repo.save_json("snapshots", &snapshot).await?;
     Ok((id, snapshot))
 }
