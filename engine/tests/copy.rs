@@ -2,17 +2,19 @@
 //! twice, an interrupted copy finished by running it again, and refusal of a destination
 //! with other keys.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{open, pseudo_random, small_chunks, PASSWORD};
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
-use stowage_backends::{KvStore, MemoryKv, Store};
+use stowage_backends::{MemoryKv, Store};
 use stowage_engine::backup::{backup, BackupOptions};
 use stowage_engine::check::check;
-use stowage_engine::chunker::ChunkerParams;
 use stowage_engine::copy::{copy, copy_with, CopyOptions};
 use stowage_engine::progress::NoProgress;
 use stowage_engine::repo::{InitOptions, Repository};
@@ -20,30 +22,7 @@ use stowage_engine::restore::{restore, RestoreOptions};
 use stowage_engine::snapshot::Snapshot;
 use stowage_engine::{Error, Id};
 
-const PASSWORD: &[u8] = b"correct horse";
 const OFFSITE_PASSWORD: &[u8] = b"battery staple";
-
-async fn open(
-    store: Arc<dyn Store>,
-    password: &[u8],
-    kv: Arc<dyn KvStore>,
-) -> stowage_engine::Result<Arc<Repository>> {
-    Ok(Arc::new(
-        Repository::open(store, password, move |_| Ok(kv)).await?,
-    ))
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -68,14 +47,7 @@ async fn source() -> Source {
     write(&data.join("dir/link"), b"sha256:0123");
     write(&data.join("notes.txt"), "text ".repeat(60_000).as_bytes());
     let store = Arc::new(MemoryStore::new());
-    let opts = InitOptions {
-        chunker: ChunkerParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        },
-        ..InitOptions::default()
-    };
+    let opts = small_chunks();
     Repository::init(store.as_ref(), PASSWORD, &opts)
         .await
         .unwrap();

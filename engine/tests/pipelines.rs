@@ -1,10 +1,13 @@
 //! Backup, restore and check on the in-memory store: exactness, incremental reuse, and
 //! refusal of damaged data.
 
+mod common;
+
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{open, pseudo_random, small_chunks, PASSWORD};
 use filetime::FileTime;
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
@@ -12,45 +15,10 @@ use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::chunker::ChunkerParams;
 use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::{InitOptions, Repository};
+use stowage_engine::repo::Repository;
 use stowage_engine::restore::{restore, RestoreOptions};
 use stowage_engine::{check, Error};
-
-const PASSWORD: &[u8] = b"correct horse";
-
-fn small_chunks() -> InitOptions {
-    InitOptions {
-        chunker: ChunkerParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        },
-        ..InitOptions::default()
-    }
-}
-
-async fn open(
-    store: Arc<dyn Store>,
-    kv: Arc<dyn KvStore>,
-) -> stowage_engine::Result<Arc<Repository>> {
-    Ok(Arc::new(
-        Repository::open(store, PASSWORD, move |_| Ok(kv)).await?,
-    ))
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// A small volume with every kind of entry a restore must reproduce.
 fn make_volume(root: &Path) {
@@ -125,7 +93,7 @@ async fn run_backup(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_reproduces_the_volume_exactly() {
     let f = fixture().await;
-    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     let (_, snap) = run_backup(&repo, &f.volume).await;
     assert_eq!(snap.replica_id.as_deref(), Some("r1"));
     let target = Arc::new(FsTarget::new(&f.out).unwrap());
@@ -165,7 +133,7 @@ async fn restore_reproduces_the_volume_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
-    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     // Outside the racy window: nothing was written in the second the backup starts.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let (_, first) = run_backup(&repo, &f.volume).await;
@@ -181,7 +149,7 @@ async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
 
     // A lost cache is rebuilt from index/: the parent snapshot still matches every file
     // (its blobs are all indexed), so nothing is read and nothing new is stored.
-    let fresh = open(f.store.clone(), Arc::new(MemoryKv::new()))
+    let fresh = open(f.store.clone(), PASSWORD, Arc::new(MemoryKv::new()))
         .await
         .unwrap();
     let (_, third) = run_backup(&fresh, &f.volume).await;
@@ -219,7 +187,7 @@ async fn wrong_password_and_newer_format_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_pack_fails_restore_and_check_names_it() {
     let f = fixture().await;
-    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     // One blob per pack, so the damage hits exactly one file.
     let opts = BackupOptions {
         pack_size: 1,
@@ -247,7 +215,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
         .pack;
 
     let faulty = Arc::new(FaultyStore::new(f.store.clone()));
-    let damaged = open(faulty.clone(), f.kv.clone()).await.unwrap();
+    let damaged = open(faulty.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     faulty.flip_bits_under(Some(&stowage_engine::pack::Pack::key(&pack)));
 
     let target = Arc::new(FsTarget::new(&f.out).unwrap());
@@ -286,7 +254,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
 
     faulty.flip_bits_under(None);
     let clean = check::check(
-        open(faulty, f.kv.clone()).await.unwrap(),
+        open(faulty, PASSWORD, f.kv.clone()).await.unwrap(),
         true,
         Arc::new(NoProgress),
     )
@@ -300,7 +268,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
 async fn failed_upload_leaves_no_snapshot_and_the_next_backup_succeeds() {
     let f = fixture().await;
     let faulty = Arc::new(FaultyStore::new(f.store.clone()));
-    let repo = open(faulty.clone(), f.kv.clone()).await.unwrap();
+    let repo = open(faulty.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     faulty.fail_nth_put(1);
     let source = Arc::new(FsSource::new(&f.volume).unwrap());
     let failed = backup(
@@ -332,7 +300,7 @@ async fn same_size_rewrite_in_the_backup_second_is_read_again() {
     // rewrite lands in the clock tick the previous backup read the file, mtime (and with
     // --ignore-ctime nothing else) tells them apart; the racy rule must re-read it.
     let f = fixture().await;
-    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     let link = f.volume.join("_data/current-link");
     std::fs::write(&link, format!("sha256:{}", "a".repeat(64))).unwrap();
     let stamp = FileTime::from_last_modification_time(&std::fs::metadata(&link).unwrap());
@@ -372,7 +340,7 @@ async fn a_stored_registry_blob_is_not_read_again_elsewhere() {
     // A copy of the volume at another path has no parent snapshot; its registry blob is
     // found by digest in the cache and not read, every other file is.
     let f = fixture().await;
-    let repo = open(f.store.clone(), f.kv.clone()).await.unwrap();
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     run_backup(&repo, &f.volume).await;
     let copy = f.out.join("copy");
     std::fs::create_dir_all(&copy).unwrap();

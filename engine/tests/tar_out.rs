@@ -1,6 +1,8 @@
 //! Restore as a tar stream: GNU tar extracts exactly the volume a directory restore writes,
 //! and a snapshot that fails verification never gives an archive tar accepts.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -8,16 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+use common::{open, pseudo_random, small_chunks, PASSWORD};
 use filetime::FileTime;
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
-use stowage_backends::{KvStore, MemoryKv, Store};
+use stowage_backends::MemoryKv;
 use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::chunker::ChunkerParams;
 use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::{InitOptions, Repository};
+use stowage_engine::repo::Repository;
 use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
 use stowage_engine::snapshot::Snapshot;
 use stowage_engine::tar_out::restore_tar;
@@ -25,22 +27,8 @@ use stowage_engine::tree::Node;
 use stowage_engine::Error;
 use stowage_fixtures::{VolumeSpec, REGISTRY_PATH};
 
-const PASSWORD: &[u8] = b"correct horse";
-
 fn is_root() -> bool {
     std::fs::metadata("/proc/self").unwrap().uid() == 0
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -107,14 +95,6 @@ fn add_edge_cases(root: &Path) {
     set_mtime(&edge, 1_650_000_003, 123);
 }
 
-async fn open(store: Arc<dyn Store>, kv: Arc<dyn KvStore>) -> Arc<Repository> {
-    Arc::new(
-        Repository::open(store, PASSWORD, move |_| Ok(kv))
-            .await
-            .unwrap(),
-    )
-}
-
 struct Backup {
     dir: tempfile::TempDir,
     volume: PathBuf,
@@ -128,19 +108,12 @@ struct Backup {
 /// `pack_size` is 1.
 async fn back_up(dir: tempfile::TempDir, volume: PathBuf, pack_size: Option<usize>) -> Backup {
     let store = Arc::new(MemoryStore::new());
-    let opts = InitOptions {
-        chunker: ChunkerParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-        },
-        ..InitOptions::default()
-    };
+    let opts = small_chunks();
     Repository::init(store.as_ref(), PASSWORD, &opts)
         .await
         .unwrap();
     let kv = Arc::new(MemoryKv::new());
-    let repo = open(store.clone(), kv.clone()).await;
+    let repo = open(store.clone(), PASSWORD, kv.clone()).await.unwrap();
     let mut opts = BackupOptions::default();
     if let Some(size) = pack_size {
         opts.pack_size = size;
@@ -342,7 +315,7 @@ async fn a_damaged_blob_ends_the_stream_inside_its_file() {
     let last = node.chunks().last().unwrap();
     let pack = b.repo.index().lookup(last).unwrap().unwrap().pack;
     let faulty = Arc::new(FaultyStore::new(b.store.clone()));
-    let damaged = open(faulty.clone(), b.kv.clone()).await;
+    let damaged = open(faulty.clone(), PASSWORD, b.kv.clone()).await.unwrap();
     faulty.flip_bits_under(Some(&stowage_engine::pack::Pack::key(&pack)));
 
     let archive = b.dir.path().join("damaged.tar");

@@ -117,6 +117,21 @@ impl S3Client {
             .expect("the request semaphore is never closed")
     }
 
+    /// Connects to the URL's bucket and checks that it exists (for sources and targets).
+    pub(crate) async fn connect_checked(
+        url: &crate::S3Url,
+        options: &S3Options,
+    ) -> std::io::Result<Arc<Self>> {
+        let client = Self::connect(&url.bucket, options)
+            .await
+            .map_err(std::io::Error::other)?;
+        client
+            .check_bucket()
+            .await
+            .map_err(|e| std::io::Error::other(format!("{url}: {e}")))?;
+        Ok(client)
+    }
+
     /// Fails clearly when the bucket does not exist (a HEAD of a missing object in a missing
     /// bucket would otherwise look like a missing object). Other refusals (no permission to
     /// list buckets) are left to the requests that follow.

@@ -34,13 +34,7 @@ pub struct S3Source {
 impl S3Source {
     /// Lists the objects under the URL's prefix. Must be called within the tokio runtime.
     pub async fn open(url: S3Url, options: &S3Options) -> io::Result<Self> {
-        let client = S3Client::connect(&url.bucket, options)
-            .await
-            .map_err(io::Error::other)?;
-        client
-            .check_bucket()
-            .await
-            .map_err(|e| io::Error::other(format!("{url}: {e}")))?;
+        let client = S3Client::connect_checked(&url, options).await?;
         let prefix = match url.prefix.is_empty() {
             true => None,
             false => Some(client.path(&url.prefix).map_err(io::Error::other)?),

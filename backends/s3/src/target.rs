@@ -25,13 +25,7 @@ pub struct S3Target {
 impl S3Target {
     /// Must be called within the tokio runtime.
     pub async fn open(url: S3Url, options: &S3Options) -> io::Result<Self> {
-        let client = S3Client::connect(&url.bucket, options)
-            .await
-            .map_err(io::Error::other)?;
-        client
-            .check_bucket()
-            .await
-            .map_err(|e| io::Error::other(format!("{url}: {e}")))?;
+        let client = S3Client::connect_checked(&url, options).await?;
         Ok(S3Target {
             client,
             url,

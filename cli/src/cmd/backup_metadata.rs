@@ -1,10 +1,8 @@
 use std::process::ExitCode;
 
-use stowage_engine::tar_in::{backup_tar, TarOptions};
-
-use super::tar_io::input;
-use super::{human_bytes, print_json};
-use crate::open::{hostname, Context};
+use super::human_bytes;
+use super::tar_io::TarBackupArgs;
+use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,40 +10,18 @@ pub struct Args {
     /// (e.g. `gpg -d backup.tar.gpg | stowage backup-metadata -`).
     #[arg(default_value = "-")]
     file: String,
-    /// The DTR replica the backup was taken from.
-    #[arg(long)]
-    replica_id: Option<String>,
-    /// Host name recorded in the snapshot (default: this machine's).
-    #[arg(long)]
-    host: Option<String>,
-    /// Tag the snapshot (repeatable).
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    common: TarBackupArgs,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let repo = ctx.open().await?;
-    let (reader, uri) = input(&args.file)?;
-    let opts = TarOptions {
-        host: args.host.unwrap_or_else(hostname),
-        tags: args.tags,
-        replica_id: args.replica_id,
-        kind: "dtr-metadata".into(),
-        uri,
-        fallback_name: "dtr-metadata".into(),
-        dtr_metadata: true,
-        pack_size: 16 << 20,
-    };
-    let bars = ctx.bars();
-    let (id, snapshot) = backup_tar(repo, reader, opts, bars.clone()).await?;
-    bars.finish();
-    if args.json {
-        print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }))?;
+    let Some((id, snapshot)) = args
+        .common
+        .backup(ctx, &args.file, "dtr-metadata", "dtr-metadata", true)
+        .await?
+    else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
     let s = &snapshot.summary;
     let tables = snapshot.tables.as_ref().map(|t| t.len()).unwrap_or(0);
     let rows: u64 = snapshot.tables.iter().flat_map(|t| t.values()).sum();

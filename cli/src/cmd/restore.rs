@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use stowage_backends::target::{FsTarget, Target};
-use stowage_engine::restore::{restore, RestoreOptions};
+use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
 
 use super::{human_bytes, print_json};
 use stowage_s3::S3Target;
@@ -67,17 +67,23 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         print_json(&serde_json::json!({ "snapshot": id, "summary": summary }))?;
     } else {
         println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {}; {} registry blobs verified",
+            "restored snapshot {} to {place}: {}",
             id.short(),
-            place,
-            summary.files,
-            summary.dirs,
-            summary.symlinks,
-            human_bytes(summary.bytes),
-            summary.verified_blobs
+            describe(&summary)
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn describe(summary: &RestoreSummary) -> String {
+    format!(
+        "{} files, {} dirs, {} symlinks, {}; {} registry blobs verified",
+        summary.files,
+        summary.dirs,
+        summary.symlinks,
+        human_bytes(summary.bytes),
+        summary.verified_blobs
+    )
 }
 
 /// `restore --format tar`: the snapshot as a tar stream, to stdout or a file that gets its
@@ -95,22 +101,15 @@ async fn restore_as_tar(
         stowage_engine::tar_out::restore_tar(repo, &snapshot, writer, bars.clone()).await?;
     bars.finish();
     output.commit()?;
+    // stdout may be the tar itself: the summary goes to stderr.
     if args.json {
-        eprintln!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "snapshot": id, "summary": summary })
-            )?
-        );
+        let json = serde_json::json!({ "snapshot": id, "summary": summary });
+        eprintln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         eprintln!(
-            "wrote snapshot {} as a tar: {} files, {} dirs, {} symlinks, {}; {} registry blobs verified",
+            "wrote snapshot {} as a tar: {}",
             id.short(),
-            summary.files,
-            summary.dirs,
-            summary.symlinks,
-            human_bytes(summary.bytes),
-            summary.verified_blobs
+            describe(&summary)
         );
     }
     Ok(ExitCode::SUCCESS)

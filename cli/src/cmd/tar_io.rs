@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context as _;
+use stowage_engine::snapshot::Snapshot;
+use stowage_engine::tar_in::{backup_tar, TarOptions};
+use stowage_engine::Id;
+
+use crate::open::{hostname, Context};
 
 /// `-` is stdin.
 pub fn input(path: &str) -> anyhow::Result<(Box<dyn Read + Send>, String)> {
@@ -83,5 +88,57 @@ impl Drop for Output {
         if let Some((temp, _)) = self.temp.take() {
             let _ = std::fs::remove_file(temp);
         }
+    }
+}
+
+/// What `backup-metadata` and `import-tar` share: the snapshot's labels and the output form.
+#[derive(clap::Args)]
+pub struct TarBackupArgs {
+    /// The DTR replica the backup was taken from (import-tar: default taken from a
+    /// dtr-registry-<replica> top directory).
+    #[arg(long)]
+    replica_id: Option<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TarBackupArgs {
+    /// Backs up the tar at `file` (`-`: stdin). Prints the JSON summary when asked for and
+    /// returns `None`; else returns the snapshot for the caller's summary.
+    pub async fn backup(
+        self,
+        ctx: &Context,
+        file: &str,
+        kind: &str,
+        fallback_name: &str,
+        dtr_metadata: bool,
+    ) -> anyhow::Result<Option<(Id, Snapshot)>> {
+        let repo = ctx.open().await?;
+        let (reader, uri) = input(file)?;
+        let opts = TarOptions {
+            host: self.host.unwrap_or_else(hostname),
+            tags: self.tags,
+            replica_id: self.replica_id,
+            kind: kind.into(),
+            uri,
+            fallback_name: fallback_name.into(),
+            dtr_metadata,
+            pack_size: 16 << 20,
+        };
+        let bars = ctx.bars();
+        let (id, snapshot) = backup_tar(repo, reader, opts, bars.clone()).await?;
+        bars.finish();
+        if self.json {
+            super::print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }))?;
+            return Ok(None);
+        }
+        Ok(Some((id, snapshot)))
     }
 }
