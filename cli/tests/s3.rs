@@ -60,6 +60,14 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The last component of a path, e.g. a volume's `dtr-registry-<replica>`.
+fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 name")
+        .to_string()
+}
+
 fn assert_same_tree(a: &Path, b: &Path) {
     let differences = tree_differences(a, b).expect("compare");
     assert!(
@@ -109,12 +117,7 @@ fn a_volume_backs_up_to_a_bucket_and_restores_exactly() {
     let spec = VolumeSpec::new(21, 10 << 20);
     let volumes = s.path("volumes");
     let root = generate(&spec, &volumes).expect("generate").root;
-    let name = root
-        .file_name()
-        .expect("name")
-        .to_str()
-        .expect("utf-8")
-        .to_string();
+    let name = dir_name(&root);
 
     s.ok(&["init"]);
     settle();
@@ -238,12 +241,7 @@ fn copy_to_a_bucket_is_exact_idempotent_and_survives_a_kill() {
     let spec = VolumeSpec::new(23, 8 << 20);
     let volumes = local.path("volumes");
     let root = generate(&spec, &volumes).expect("generate").root;
-    let name = root
-        .file_name()
-        .expect("name")
-        .to_str()
-        .expect("utf-8")
-        .to_string();
+    let name = dir_name(&root);
     local.ok(&["init"]);
     settle();
     local.ok(&["backup", root.to_str().expect("utf-8")]);
@@ -330,12 +328,7 @@ fn the_server_stopping_mid_backup_fails_clearly_and_costs_nothing() {
     env.push(("STOWAGE_S3_RETRIES", "1".into()));
     let s = Stowage::at("s3://fragile/repo", env);
     let root = volume(&s.path("volumes"), 25, 96 << 20);
-    let name = root
-        .file_name()
-        .expect("name")
-        .to_str()
-        .expect("utf-8")
-        .to_string();
+    let name = dir_name(&root);
     s.ok(&["init"]);
 
     let mut child = s
