@@ -267,3 +267,66 @@ fn two_backups_at_once_share_one_repository() {
         assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     }
 }
+
+#[test]
+fn forget_removes_what_the_policy_does_not_keep() {
+    let s = Stowage::new();
+    let spec = VolumeSpec::small(12);
+    let volumes = s.path("volumes");
+    let root = generate(&spec, &volumes).expect("generate").root;
+    let volume = root.to_str().expect("utf-8 path").to_string();
+    s.ok(&["init"]);
+    for tag in ["first", "second", "third"] {
+        s.ok(&["backup", &volume, "--tag", tag]);
+    }
+    let ids = |s: &Stowage| -> Vec<String> {
+        s.json(&["snapshots", "--json"])
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|snap| snap["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let before = ids(&s);
+    assert_eq!(before.len(), 3);
+
+    let err = s.fails(&["forget"]);
+    assert!(err.contains("no keep rule"), "{err}");
+    let plan = s.json(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--keep-tag",
+        "first",
+        "--dry-run",
+        "--json",
+    ]);
+    let decisions = plan["groups"][0]["snapshots"]
+        .as_array()
+        .expect("decisions");
+    let removed: Vec<&str> = decisions
+        .iter()
+        .filter(|d| d["reasons"].as_array().is_some_and(|r| r.is_empty()))
+        .map(|d| d["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(
+        removed,
+        [before[1].as_str()],
+        "only the middle snapshot goes"
+    );
+    assert_eq!(ids(&s), before, "a dry run removes nothing");
+
+    s.ok(&["forget", "--keep-last", "1", "--keep-tag", "first"]);
+    assert_eq!(ids(&s), [before[0].clone(), before[2].clone()]);
+    s.ok(&["check"]);
+    let target = s.path("restored");
+    s.ok(&[
+        "restore",
+        &before[0],
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let differences =
+        tree_differences(&root, &target.join(root.file_name().expect("name"))).expect("compare");
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

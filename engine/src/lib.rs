@@ -11,6 +11,7 @@ pub mod copy;
 pub mod crypto;
 pub mod dump;
 pub mod error;
+pub mod forget;
 pub mod id;
 pub mod index;
 pub mod pack;

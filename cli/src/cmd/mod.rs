@@ -6,6 +6,7 @@ pub mod bench_store;
 pub mod check;
 pub mod copy;
 pub mod dump;
+pub mod forget;
 pub mod import_tar;
 pub mod init;
 pub mod ls;

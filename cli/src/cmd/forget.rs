@@ -1,0 +1,87 @@
+use std::process::ExitCode;
+
+use stowage_engine::forget::{forget, plan, KeepPolicy};
+
+use super::print_json;
+use crate::open::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Keep the N newest snapshots.
+    #[arg(long, default_value_t = 0)]
+    keep_last: usize,
+    /// Keep the newest snapshot of each of the N newest hours with snapshots (UTC).
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: usize,
+    /// ... of each of the N newest days.
+    #[arg(long, default_value_t = 0)]
+    keep_daily: usize,
+    /// ... of each of the N newest ISO weeks.
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: usize,
+    /// ... of each of the N newest months.
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: usize,
+    /// ... of each of the N newest years.
+    #[arg(long, default_value_t = 0)]
+    keep_yearly: usize,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag")]
+    keep_tags: Vec<String>,
+    /// Print the plan; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let repo = ctx.open().await?;
+    let policy = KeepPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        tags: args.keep_tags,
+    };
+    let groups = plan(&repo.snapshots().await?, &policy)?;
+    if args.json {
+        print_json(&serde_json::json!({ "dry_run": args.dry_run, "groups": groups }))?;
+    } else {
+        for group in &groups {
+            let removed = group.removed().count();
+            println!(
+                "{} {}: keep {} of {}",
+                group.host,
+                group.source,
+                group.snapshots.len() - removed,
+                group.snapshots.len()
+            );
+            for d in &group.snapshots {
+                let verdict = match d.reasons.is_empty() {
+                    true => "remove".to_string(),
+                    false => format!("keep ({})", d.reasons.join(", ")),
+                };
+                println!(
+                    "  {}  {}  {verdict}",
+                    d.id.short(),
+                    d.time.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
+    }
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let removed = forget(&repo, &groups).await?;
+    if !args.json {
+        println!(
+            "removed {removed} snapshots; the data only they used stays in the repository until \
+             it is pruned"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
