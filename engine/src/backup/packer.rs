@@ -1,8 +1,8 @@
 //! Turns blobs into packs and packs into durable objects, and records them in index files
 //! as they land (FORMAT.md, "Write order"): a pack is stored before any index file names it,
 //! and index files are written before the snapshot that needs them. Index files are written
-//! every [`INDEX_EVERY_PACKS`] packs, so an interrupted run leaves most of its packs indexed
-//! and the next run (backup or copy) reuses them.
+//! every [`INDEX_EVERY_PACKS`] packs or [`INDEX_EVERY`], so an interrupted run leaves most
+//! of its packs indexed and the next run (backup or copy) reuses them.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,9 @@ const INDEX_FILE_ENTRIES: usize = 50_000;
 /// An index file is written once this many stored packs are in none (or sooner, when they
 /// hold [`INDEX_FILE_ENTRIES`] blobs).
 pub const INDEX_EVERY_PACKS: usize = 32;
+/// ... or once the oldest pack no index names was stored this long ago: a backup killed on
+/// a slow link loses at most this much upload time.
+pub const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What the uploader stored: packs, and bytes of packs and index files.
 #[derive(Debug, Default, Clone, Copy)]
@@ -77,6 +80,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Unindexed {
     packs: Vec<(Id, Vec<PackEntry>)>,
     blobs: usize,
+    /// When the oldest of them was stored.
+    since: Option<std::time::Instant>,
 }
 
 impl Unindexed {
@@ -140,7 +145,11 @@ async fn index_as_stored(
         }
         unindexed.blobs += entries.len();
         unindexed.packs.push((id, entries));
-        if unindexed.packs.len() >= INDEX_EVERY_PACKS || unindexed.blobs >= INDEX_FILE_ENTRIES {
+        let since = *unindexed.since.get_or_insert_with(std::time::Instant::now);
+        if unindexed.packs.len() >= INDEX_EVERY_PACKS
+            || unindexed.blobs >= INDEX_FILE_ENTRIES
+            || since.elapsed() >= INDEX_EVERY
+        {
             done.stored_bytes += unindexed.flush(repo).await?;
         }
     }
