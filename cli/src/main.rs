@@ -107,6 +107,8 @@ enum Command {
     /// Turn an image tar backup (`tar -cf backup-images.tar dtr-registry-<replica>`) into a
     /// snapshot.
     ImportTar(cmd::import_tar::Args),
+    /// What changed between two snapshots: repositories, tags and blobs, then other paths.
+    Diff(cmd::diff::Args),
     /// Remove snapshots a retention policy does not keep (grouped by host and source).
     Forget(cmd::forget::Args),
     /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
@@ -167,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => cmd::stats::run(&ctx, args).await,
         Command::Copy(args) => cmd::copy::run(&ctx, args).await,
         Command::Forget(args) => cmd::forget::run(&ctx, args).await,
+        Command::Diff(args) => cmd::diff::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
         Command::RestoreMetadata(args) => cmd::restore_metadata::run(&ctx, args).await,
         Command::Dump(args) => cmd::dump::run(&ctx, args).await,

@@ -330,3 +330,120 @@ fn forget_removes_what_the_policy_does_not_keep() {
         tree_differences(&root, &target.join(root.file_name().expect("name"))).expect("compare");
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+/// What a registry volume holds, read straight from its files: tags -> manifest digest,
+/// blobs -> size, repositories.
+struct RegistryView {
+    tags: std::collections::BTreeMap<(String, String), String>,
+    blobs: std::collections::BTreeMap<String, u64>,
+    repositories: std::collections::BTreeSet<String>,
+}
+
+fn registry_view(volume: &Path) -> RegistryView {
+    let v2 = volume.join("_data/docker/registry/v2");
+    let mut view = RegistryView {
+        tags: Default::default(),
+        blobs: Default::default(),
+        repositories: Default::default(),
+    };
+    for file in walk_files(&v2) {
+        let rel = file
+            .strip_prefix(&v2)
+            .expect("under v2")
+            .to_str()
+            .expect("utf-8")
+            .to_string();
+        let parts: Vec<&str> = rel.split('/').collect();
+        if let ["blobs", "sha256", _, hex, "data"] = parts.as_slice() {
+            let size = std::fs::metadata(&file).expect("stat").len();
+            view.blobs.insert(format!("sha256:{hex}"), size);
+        }
+        if let Some(rest) = rel.strip_prefix("repositories/") {
+            if let Some((repo, tail)) = rest.split_once("/_manifests/") {
+                view.repositories.insert(repo.to_string());
+                if let Some(tag) = tail
+                    .strip_prefix("tags/")
+                    .and_then(|t| t.strip_suffix("/current/link"))
+                {
+                    let digest = std::fs::read_to_string(&file).expect("read link");
+                    view.tags.insert(
+                        (repo.to_string(), tag.to_string()),
+                        digest.trim().to_string(),
+                    );
+                }
+            }
+        }
+    }
+    view
+}
+
+#[test]
+fn diff_names_a_nights_registry_changes() {
+    let s = Stowage::new();
+    let spec = VolumeSpec::new(14, 8 << 20);
+    let night1 = generate(&spec, &s.path("night1")).expect("night 1").root;
+    let night2 = generate(&spec.clone().at_night(3), &s.path("night3"))
+        .expect("night 3")
+        .root;
+    s.ok(&["init"]);
+    let id = |out: serde_json::Value| out["id"].as_str().expect("id").to_string();
+    let a = id(s.json(&["backup", night1.to_str().expect("utf-8"), "--json"]));
+    let b = id(s.json(&["backup", night2.to_str().expect("utf-8"), "--json"]));
+    let diff = s.json(&["diff", &a, &b, "--json"]);
+
+    let (before, after) = (registry_view(&night1), registry_view(&night2));
+    let mut expected_tags = Vec::new();
+    let keys: std::collections::BTreeSet<_> = before.tags.keys().chain(after.tags.keys()).collect();
+    for key in keys {
+        let (from, to) = (before.tags.get(key), after.tags.get(key));
+        if from != to {
+            expected_tags.push(serde_json::json!({
+                "repository": key.0, "tag": key.1, "from": from, "to": to,
+            }));
+        }
+    }
+    assert!(!expected_tags.is_empty(), "the nights differ in tags");
+    assert_eq!(diff["tags"], serde_json::Value::Array(expected_tags));
+    let blob_changes = |x: &RegistryView, y: &RegistryView| {
+        let changes: Vec<serde_json::Value> = y
+            .blobs
+            .iter()
+            .filter(|(d, _)| !x.blobs.contains_key(*d))
+            .map(|(d, size)| serde_json::json!({ "digest": d, "size": size }))
+            .collect();
+        serde_json::Value::Array(changes)
+    };
+    let sorted = |v: &serde_json::Value| {
+        let mut items = v.as_array().expect("list").clone();
+        items.sort_by_key(|i| i["digest"].as_str().unwrap_or_default().to_string());
+        serde_json::Value::Array(items)
+    };
+    assert!(
+        !blob_changes(&before, &after).as_array().expect("list").is_empty(),
+        "the nights differ in blobs"
+    );
+    assert_eq!(sorted(&diff["blobs_added"]), blob_changes(&before, &after));
+    assert_eq!(
+        sorted(&diff["blobs_removed"]),
+        blob_changes(&after, &before)
+    );
+    let only = |x: &RegistryView, y: &RegistryView| -> Vec<String> {
+        x.repositories
+            .difference(&y.repositories)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        diff["repositories_added"],
+        serde_json::json!(only(&after, &before))
+    );
+    assert_eq!(
+        diff["repositories_removed"],
+        serde_json::json!(only(&before, &after))
+    );
+
+    let same = s.json(&["diff", &a, &a, "--json"]);
+    assert_eq!(same["tags"], serde_json::json!([]));
+    assert_eq!(same["blobs_added"], serde_json::json!([]));
+    assert_eq!(same["other_registry_files"], 0);
+}

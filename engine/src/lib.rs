@@ -9,6 +9,7 @@ pub mod chunker;
 pub mod compress;
 pub mod copy;
 pub mod crypto;
+pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod forget;

@@ -5,6 +5,7 @@ pub mod backup_metadata;
 pub mod bench_store;
 pub mod check;
 pub mod copy;
+pub mod diff;
 pub mod dump;
 pub mod forget;
 pub mod import_tar;
