@@ -419,7 +419,10 @@ fn diff_names_a_nights_registry_changes() {
         serde_json::Value::Array(items)
     };
     assert!(
-        !blob_changes(&before, &after).as_array().expect("list").is_empty(),
+        !blob_changes(&before, &after)
+            .as_array()
+            .expect("list")
+            .is_empty(),
         "the nights differ in blobs"
     );
     assert_eq!(sorted(&diff["blobs_added"]), blob_changes(&before, &after));

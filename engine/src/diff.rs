@@ -55,12 +55,8 @@ type Change = (String, Option<Node>, Option<Node>);
 
 /// Compares snapshot `a` (before) with `b` (after).
 pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
-    let top = |s: &Snapshot| {
-        let repo = repo;
-        let tree = s.tree;
-        async move { Ok::<_, crate::Error>(repo.load_tree(&tree).await?.nodes.into_iter().next()) }
-    };
-    let (top_a, top_b) = (top(a).await?, top(b).await?);
+    let top_a = repo.load_tree(&a.tree).await?.nodes.into_iter().next();
+    let top_b = repo.load_tree(&b.tree).await?.nodes.into_iter().next();
     let mut changes = Vec::new();
     let mut dirs = (BTreeSet::new(), BTreeSet::new());
     compare(
