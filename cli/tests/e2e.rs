@@ -450,3 +450,121 @@ fn diff_names_a_nights_registry_changes() {
     assert_eq!(same["blobs_added"], serde_json::json!([]));
     assert_eq!(same["other_registry_files"], 0);
 }
+
+/// The files (relative to `v2`) a registry needs to serve `repo:tag`, read from the volume.
+fn needed_for(v2: &Path, repo: &str, tag: &str) -> std::collections::BTreeSet<String> {
+    let mut needed = std::collections::BTreeSet::new();
+    let read = |rel: &str| std::fs::read(v2.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let blob = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        format!("blobs/sha256/{}/{hex}/data", &hex[..2])
+    };
+    let mut optional = |set: &mut std::collections::BTreeSet<String>, rel: String| {
+        if v2.join(&rel).exists() {
+            set.insert(rel);
+        }
+    };
+    let current = format!("repositories/{repo}/_manifests/tags/{tag}/current/link");
+    let digest = String::from_utf8(read(&current))
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    needed.insert(current);
+    let hex = digest.trim_start_matches("sha256:").to_string();
+    optional(
+        &mut needed,
+        format!("repositories/{repo}/_manifests/tags/{tag}/index/sha256/{hex}/link"),
+    );
+    let mut pending = vec![digest];
+    while let Some(digest) = pending.pop() {
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        needed.insert(blob(&digest));
+        optional(
+            &mut needed,
+            format!("repositories/{repo}/_manifests/revisions/sha256/{hex}/link"),
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&read(&blob(&digest))).expect("JSON");
+        if let Some(children) = doc["manifests"].as_array() {
+            pending.extend(
+                children
+                    .iter()
+                    .map(|c| c["digest"].as_str().expect("digest").to_string()),
+            );
+            continue;
+        }
+        let layers = doc["layers"].as_array().cloned().unwrap_or_default();
+        for d in std::iter::once(&doc["config"]).chain(layers.iter()) {
+            let digest = d["digest"].as_str().expect("digest");
+            needed.insert(blob(digest));
+            let hex = digest.trim_start_matches("sha256:");
+            optional(
+                &mut needed,
+                format!("repositories/{repo}/_layers/sha256/{hex}/link"),
+            );
+        }
+    }
+    needed
+}
+
+#[test]
+fn partial_restore_brings_back_what_a_tag_needs_and_nothing_else() {
+    let s = Stowage::new();
+    let spec = VolumeSpec::new(15, 10 << 20);
+    let root = generate(&spec, &s.path("volumes")).expect("generate").root;
+    s.ok(&["init"]);
+    s.ok(&["backup", root.to_str().expect("utf-8")]);
+    let v2 = root.join("_data/docker/registry/v2");
+    let view = registry_view(&root);
+    // One multi-arch tag (an index or manifest list) and one plain image, where present.
+    let is_index = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        let doc = std::fs::read(v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])))
+            .expect("manifest");
+        serde_json::from_slice::<serde_json::Value>(&doc).expect("JSON")["manifests"].is_array()
+    };
+    let mut picks: Vec<&(String, String)> = Vec::new();
+    picks.extend(view.tags.iter().find(|(_, d)| is_index(d)).map(|(k, _)| k));
+    picks.extend(view.tags.iter().find(|(_, d)| !is_index(d)).map(|(k, _)| k));
+    assert!(!picks.is_empty());
+    for (repo, tag) in picks {
+        let target = s.path(&format!("partial-{}-{tag}", repo.replace('/', "_")));
+        s.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf-8"),
+            "--include",
+            &format!("{repo}:{tag}"),
+        ]);
+        let restored_v2 = target
+            .join(root.file_name().expect("name"))
+            .join("_data/docker/registry/v2");
+        let restored: std::collections::BTreeSet<String> = walk_files(&restored_v2)
+            .iter()
+            .map(|f| {
+                f.strip_prefix(&restored_v2)
+                    .expect("under")
+                    .to_str()
+                    .expect("utf-8")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(restored, needed_for(&v2, repo, tag), "{repo}:{tag}");
+        for rel in &restored {
+            assert_eq!(
+                std::fs::read(restored_v2.join(rel)).expect("restored"),
+                std::fs::read(v2.join(rel)).expect("original"),
+                "{rel}"
+            );
+        }
+    }
+    let err = s.fails(&[
+        "restore",
+        "latest",
+        "--target",
+        s.path("none").to_str().expect("utf-8"),
+        "--include",
+        "no/such:tag",
+    ]);
+    assert!(err.contains("no tag no/such:tag"), "{err}");
+}

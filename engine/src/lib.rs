@@ -21,6 +21,7 @@ pub mod registry;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod select;
 pub mod snapshot;
 pub mod stats;
 pub mod tar_in;

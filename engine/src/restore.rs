@@ -52,6 +52,8 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Files written at once.
     pub writers: usize,
+    /// Restore only these paths (a partial restore).
+    pub only: Option<Arc<crate::select::Selection>>,
 }
 
 impl Default for RestoreOptions {
@@ -59,6 +61,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             overwrite: false,
             writers: 4,
+            only: None,
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct RestoreSummary {
 
 struct Restorer {
     repo: Arc<Repository>,
+    only: Option<Arc<crate::select::Selection>>,
     target: Arc<dyn Target>,
     progress: Arc<dyn Progress>,
     slots: Arc<Semaphore>,
@@ -108,6 +112,7 @@ pub async fn restore(
     progress.phase("restore", Some(snapshot.summary.bytes));
     let restorer = Arc::new(Restorer {
         repo,
+        only: opts.only.clone(),
         target,
         progress,
         slots: Arc::new(Semaphore::new(opts.writers.max(1))),
@@ -158,6 +163,19 @@ fn io_at(rel: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl Restorer {
+    /// Whether a partial restore includes `child` of the directory at `rel`.
+    fn selected(&self, rel: &Path, child: &Node) -> bool {
+        let Some(only) = &self.only else {
+            return true;
+        };
+        let path = rel.join(std::ffi::OsStr::from_bytes(&child.name.0));
+        let path = path.to_string_lossy();
+        match child.kind {
+            NodeKind::Dir => only.keeps_dir(&path),
+            _ => only.keeps_file(&path),
+        }
+    }
+
     fn restore_node(self: Arc<Self>, rel: PathBuf, node: Node) -> BoxFuture<'static, Result<()>> {
         async move {
             match node.kind {
@@ -207,6 +225,7 @@ impl Restorer {
         let children: Vec<_> = tree
             .nodes
             .into_iter()
+            .filter(|child| self.selected(&rel, child))
             .map(|child| {
                 let child_rel = rel.join(std::ffi::OsStr::from_bytes(&child.name.0));
                 tokio::spawn(Arc::clone(&self).restore_node(child_rel, child))

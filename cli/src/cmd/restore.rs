@@ -4,6 +4,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use stowage_backends::target::{FsTarget, Target};
 use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
+use stowage_engine::select::{check_path, registry_selection, Selection};
 
 use super::{human_bytes, print_json};
 use stowage_s3::S3Target;
@@ -28,6 +29,14 @@ pub struct Args {
     /// With --format tar: the file to write (default: stdout).
     #[arg(long, short = 'o', requires = "format")]
     output: Option<std::path::PathBuf>,
+    /// Restore only what a registry needs to serve these images: a repository
+    /// (`team/app-web`) or one tag of it (`team/app-web:v2`); repeatable.
+    #[arg(long = "include", conflicts_with = "format")]
+    includes: Vec<String>,
+    /// Restore only this path (relative to the backed-up directory) and what is below it;
+    /// repeatable.
+    #[arg(long = "include-path", conflicts_with = "format")]
+    include_paths: Vec<String>,
     /// Restore into an existing directory of the same name, replacing files.
     #[arg(long)]
     overwrite: bool,
@@ -59,6 +68,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let bars = ctx.bars();
     let opts = RestoreOptions {
         overwrite: args.overwrite,
+        only: selection(&repo, &snapshot, &args.includes, &args.include_paths).await?,
         ..RestoreOptions::default()
     };
     let summary = restore(repo, &snapshot, target, opts, bars.clone()).await?;
@@ -113,4 +123,31 @@ async fn restore_as_tar(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The partial restore `--include` and `--include-path` ask for, if any.
+async fn selection(
+    repo: &stowage_engine::Repository,
+    snapshot: &stowage_engine::snapshot::Snapshot,
+    includes: &[String],
+    include_paths: &[String],
+) -> anyhow::Result<Option<Arc<Selection>>> {
+    if includes.is_empty() && include_paths.is_empty() {
+        return Ok(None);
+    }
+    let files = match includes.is_empty() {
+        true => Default::default(),
+        false => registry_selection(repo, snapshot, includes).await?,
+    };
+    let mut prefixes = Vec::new();
+    for path in include_paths {
+        let path = path.trim_matches('/');
+        let full = match path.starts_with(&format!("{}/", snapshot.name)) || path == snapshot.name {
+            true => path.to_string(),
+            false => format!("{}/{path}", snapshot.name),
+        };
+        check_path(repo, snapshot, &full).await?;
+        prefixes.push(full);
+    }
+    Ok(Some(Arc::new(Selection::new(files, prefixes))))
 }
