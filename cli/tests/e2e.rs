@@ -459,7 +459,7 @@ fn needed_for(v2: &Path, repo: &str, tag: &str) -> std::collections::BTreeSet<St
         let hex = digest.trim_start_matches("sha256:");
         format!("blobs/sha256/{}/{hex}/data", &hex[..2])
     };
-    let mut optional = |set: &mut std::collections::BTreeSet<String>, rel: String| {
+    let optional = |set: &mut std::collections::BTreeSet<String>, rel: String| {
         if v2.join(&rel).exists() {
             set.insert(rel);
         }
