@@ -558,13 +558,65 @@ fn partial_restore_brings_back_what_a_tag_needs_and_nothing_else() {
             );
         }
     }
+    let nowhere = s.path("none");
+    let nowhere = nowhere.to_str().expect("utf-8");
     let err = s.fails(&[
         "restore",
         "latest",
         "--target",
-        s.path("none").to_str().expect("utf-8"),
+        nowhere,
         "--include",
         "no/such:tag",
     ]);
-    assert!(err.contains("no tag no/such:tag"), "{err}");
+    assert!(err.contains("no repository no/such"), "{err}");
+    let (repo, _) = view.tags.keys().next().expect("a tag");
+    let err = s.fails(&[
+        "restore",
+        "latest",
+        "--target",
+        nowhere,
+        "--include",
+        &format!("{repo}:no-such-tag"),
+    ]);
+    assert!(err.contains(&format!("no tag {repo}:no-such-tag")), "{err}");
+
+    // A whole repository: every tag's link comes back, and with two includes, both images.
+    let whole = s.path("whole");
+    let others: Vec<&(String, String)> = view
+        .tags
+        .keys()
+        .filter(|(r, _)| r != repo)
+        .take(1)
+        .collect();
+    let mut args = vec![
+        "restore",
+        "latest",
+        "--target",
+        whole.to_str().expect("utf-8"),
+        "--include",
+        repo.as_str(),
+    ];
+    let other_include = others.first().map(|(r, t)| format!("{r}:{t}"));
+    if let Some(other) = &other_include {
+        args.extend(["--include", other.as_str()]);
+    }
+    s.ok(&args);
+    let whole_v2 = whole
+        .join(root.file_name().expect("name"))
+        .join("_data/docker/registry/v2");
+    let mut expected = std::collections::BTreeSet::new();
+    for (r, t) in view.tags.keys().filter(|(r, _)| r == repo).chain(others) {
+        expected.extend(needed_for(&v2, r, t));
+    }
+    let restored: std::collections::BTreeSet<String> = walk_files(&whole_v2)
+        .iter()
+        .map(|f| {
+            f.strip_prefix(&whole_v2)
+                .expect("under")
+                .to_str()
+                .expect("utf-8")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(restored, expected);
 }

@@ -15,8 +15,6 @@ use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Content, Node, NodeKind};
 
-const V2: &str = "docker/registry/v2/";
-
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct TagChange {
     pub repository: String,
@@ -70,9 +68,11 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
     .await?;
 
     let mut diff = Diff::default();
-    let mut tags: BTreeMap<(String, String), TagChange> = BTreeMap::new();
+    // Keyed by what they are, not where: the registry may sit at another path in each.
+    let mut tags: BTreeMap<(String, String), (Option<String>, Option<String>)> = BTreeMap::new();
+    let (mut removed, mut added) = (BTreeMap::new(), BTreeMap::new());
     for (path, before, after) in changes {
-        let Some(registry_path) = path.find(V2).map(|at| &path[at + V2.len()..]) else {
+        let Some(registry_path) = registry_rel(&path) else {
             match (&before, &after) {
                 (None, Some(_)) => diff.paths_added.push(path),
                 (Some(_), None) => diff.paths_removed.push(path),
@@ -80,64 +80,82 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
             }
             continue;
         };
-        if let Some(digest) = blob_digest(registry_path) {
+        if let (Some(digest), true) = (
+            blob_digest(&registry_path),
+            before.is_none() || after.is_none(),
+        ) {
             if let Some(node) = &before {
-                diff.blobs_removed.push(BlobChange {
-                    digest: digest.clone(),
-                    size: node.size,
-                });
+                removed.insert(digest.clone(), node.size);
             }
             if let Some(node) = &after {
-                diff.blobs_added.push(BlobChange {
-                    digest,
-                    size: node.size,
-                });
+                added.insert(digest, node.size);
             }
             continue;
         }
-        if let Some((repository, tag)) = tag_link(registry_path) {
-            let read = |node: &Option<Node>| {
-                let node = node.clone();
-                async move {
-                    match node {
-                        Some(node) => Ok::<_, crate::Error>(Some(link_target(repo, &node).await?)),
-                        None => Ok(None),
-                    }
-                }
-            };
-            let (from, to) = (read(&before).await?, read(&after).await?);
-            if from != to {
-                tags.insert(
-                    (repository.clone(), tag.clone()),
-                    TagChange {
-                        repository,
-                        tag,
-                        from,
-                        to,
-                    },
-                );
+        let is_file = |n: &Option<Node>| n.as_ref().is_none_or(|n| n.kind == NodeKind::File);
+        if let (Some(key), true) = (
+            tag_link(&registry_path),
+            is_file(&before) && is_file(&after),
+        ) {
+            let entry = tags.entry(key).or_default();
+            if let Some(node) = &before {
+                entry.0 = Some(link_target(repo, node).await?);
+            }
+            if let Some(node) = &after {
+                entry.1 = Some(link_target(repo, node).await?);
             }
             continue;
         }
         diff.other_registry_files += 1;
     }
-    diff.tags = tags.into_values().collect();
-    diff.repositories_added = repositories(&dirs.1, &dirs.0);
-    diff.repositories_removed = repositories(&dirs.0, &dirs.1);
+    diff.tags = tags
+        .into_iter()
+        .filter(|(_, (from, to))| from != to)
+        .map(|((repository, tag), (from, to))| TagChange {
+            repository,
+            tag,
+            from,
+            to,
+        })
+        .collect();
+    let only = |these: &BTreeMap<String, u64>, others: &BTreeMap<String, u64>| -> Vec<BlobChange> {
+        these
+            .iter()
+            .filter(|(d, _)| !others.contains_key(*d))
+            .map(|(digest, size)| BlobChange {
+                digest: digest.clone(),
+                size: *size,
+            })
+            .collect()
+    };
+    diff.blobs_added = only(&added, &removed);
+    diff.blobs_removed = only(&removed, &added);
+    let (repos_a, repos_b) = (repositories(&dirs.0), repositories(&dirs.1));
+    diff.repositories_added = repos_b.difference(&repos_a).cloned().collect();
+    diff.repositories_removed = repos_a.difference(&repos_b).cloned().collect();
     Ok(diff)
 }
 
-/// Repositories (directories holding `_manifests`) in `these` but not in `others`.
-fn repositories(these: &BTreeSet<String>, others: &BTreeSet<String>) -> Vec<String> {
-    these
-        .iter()
-        .filter(|d| !others.contains(*d))
+/// The part of `path` inside the registry's `docker/registry/v2` tree, if it is in one.
+fn registry_rel(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let at = parts
+        .windows(3)
+        .position(|w| w == ["docker", "registry", "v2"])?;
+    Some(parts[at + 3..].join("/"))
+}
+
+/// Repositories: the directories holding `_manifests` among `dirs`.
+fn repositories(dirs: &BTreeSet<String>) -> BTreeSet<String> {
+    dirs.iter()
         .filter_map(|d| {
-            let inner = &d[d.find(V2)? + V2.len()..];
-            inner
-                .strip_prefix("repositories/")?
-                .strip_suffix("/_manifests")
-                .map(str::to_string)
+            let inner = registry_rel(d)?;
+            Some(
+                inner
+                    .strip_prefix("repositories/")?
+                    .strip_suffix("/_manifests")?
+                    .to_string(),
+            )
         })
         .collect()
 }
@@ -271,6 +289,11 @@ mod tests {
         );
         let dirs: BTreeSet<String> =
             ["dtr/_data/docker/registry/v2/repositories/team/app/_manifests".to_string()].into();
-        assert_eq!(repositories(&dirs, &BTreeSet::new()), ["team/app"]);
+        assert_eq!(repositories(&dirs), ["team/app".to_string()].into());
+        assert_eq!(registry_rel("top/xdocker/registry/v2/blobs"), None);
+        assert_eq!(
+            registry_rel("top/docker/registry/v2/blobs/x").as_deref(),
+            Some("blobs/x")
+        );
     }
 }

@@ -12,24 +12,31 @@ use crate::tree::{Node, NodeKind};
 
 /// The node at `path` (`/`-separated, starting with the snapshot's top directory).
 pub async fn find(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Node> {
-    let missing = || Error::Invalid(format!("{path}: no such entry in the snapshot"));
+    find_opt(repo, snapshot, path)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("{path}: no such entry in the snapshot")))
+}
+
+/// The node at `path`, `None` when there is none; errors only for what went wrong reading.
+pub async fn find_opt(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Option<Node>> {
     let mut nodes = repo.load_tree(&snapshot.tree).await?.nodes;
-    let mut parts = path.split('/').filter(|p| !p.is_empty()).peekable();
+    let mut parts = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .peekable();
     while let Some(part) = parts.next() {
-        let node = nodes
-            .into_iter()
-            .find(|n| n.name.0 == part.as_bytes())
-            .ok_or_else(missing)?;
+        let Some(node) = nodes.into_iter().find(|n| n.name.0 == part.as_bytes()) else {
+            return Ok(None);
+        };
         if parts.peek().is_none() {
-            return Ok(node);
+            return Ok(Some(node));
         }
-        let subtree = node
-            .subtree
-            .filter(|_| node.kind == NodeKind::Dir)
-            .ok_or_else(missing)?;
+        let Some(subtree) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+            return Ok(None);
+        };
         nodes = repo.load_tree(&subtree).await?.nodes;
     }
-    Err(missing())
+    Ok(None)
 }
 
 /// Writes the content of the file at `path` to `out`; returns its size. Blob ids, the size

@@ -72,13 +72,12 @@ pub fn plan(snapshots: &[(Id, Snapshot)], policy: &KeepPolicy) -> Result<Vec<Gro
     }
     let mut groups: BTreeMap<(String, String), Vec<&(Id, Snapshot)>> = BTreeMap::new();
     for entry in snapshots {
-        let source = format!("{}:{}", entry.1.source.kind, entry.1.source.uri);
         groups
-            .entry((entry.1.host.clone(), source))
+            .entry((entry.1.host.clone(), group_source(&entry.1)))
             .or_default()
             .push(entry);
     }
-    Ok(groups
+    let groups: Vec<Group> = groups
         .into_iter()
         .map(|((host, source), mut members)| {
             members.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
@@ -88,7 +87,31 @@ pub fn plan(snapshots: &[(Id, Snapshot)], policy: &KeepPolicy) -> Result<Vec<Gro
                 snapshots: decide(&members, policy),
             }
         })
-        .collect())
+        .collect();
+    // A typo in a tag must not empty a group: keeping nothing is never what a policy means.
+    if let Some(group) = groups
+        .iter()
+        .find(|g| g.removed().count() == g.snapshots.len())
+    {
+        return Err(Error::Invalid(format!(
+            "the policy keeps no snapshot of {} {}; refusing to remove all {} of them",
+            group.host,
+            group.source,
+            group.snapshots.len()
+        )));
+    }
+    Ok(groups)
+}
+
+/// What a snapshot's group is named by besides its host: its source — for tars read from
+/// stdin or from dated files, the replica or backed-up directory instead of the file name.
+fn group_source(snapshot: &Snapshot) -> String {
+    let replica = snapshot.replica_id.as_deref().unwrap_or("-");
+    match snapshot.source.kind.as_str() {
+        "dtr-metadata" => format!("dtr-metadata (replica {replica})"),
+        "tar" => format!("tar:{}", snapshot.name),
+        kind => format!("{kind}:{}", snapshot.source.uri),
+    }
 }
 
 /// The bucket a time falls in for each periodic rule.

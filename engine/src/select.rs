@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::dump::{dump, find};
+use crate::dump::{dump, find_opt};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
@@ -66,7 +66,7 @@ impl Selection {
 async fn v2_root(repo: &Repository, snapshot: &Snapshot) -> Result<String> {
     for candidate in ["_data/docker/registry/v2", "docker/registry/v2"] {
         let path = format!("{}/{candidate}", snapshot.name);
-        if find(repo, snapshot, &path).await.is_ok() {
+        if find_opt(repo, snapshot, &path).await?.is_some() {
             return Ok(path);
         }
     }
@@ -82,8 +82,8 @@ async fn read(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Vec<
     Ok(bytes)
 }
 
-async fn exists(repo: &Repository, snapshot: &Snapshot, path: &str) -> bool {
-    find(repo, snapshot, path).await.is_ok()
+async fn exists(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<bool> {
+    Ok(find_opt(repo, snapshot, path).await?.is_some())
 }
 
 fn blob_path(v2: &str, digest: &str) -> Result<String> {
@@ -92,6 +92,19 @@ fn blob_path(v2: &str, digest: &str) -> Result<String> {
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| Error::Invalid(format!("{digest:?} is not a sha256 digest")))?;
     Ok(format!("{v2}/blobs/sha256/{}/{hex}/data", &hex[..2]))
+}
+
+/// `team//app/` -> `team/app`; `..` is refused.
+pub fn normalize(path: &str) -> Result<String> {
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(Error::Invalid(format!("{path:?}: '..' is not allowed"))),
+            part => parts.push(part),
+        }
+    }
+    Ok(parts.join("/"))
 }
 
 /// The files a registry needs to serve the images `includes` name.
@@ -104,18 +117,19 @@ pub async fn registry_selection(
     let mut files = BTreeSet::new();
     for include in includes {
         let (name, tag) = match include.rsplit_once(':') {
-            Some((name, tag)) => (name, Some(tag)),
-            None => (include.as_str(), None),
+            Some((name, tag)) => (normalize(name)?, Some(tag)),
+            None => (normalize(include)?, None),
         };
         let manifests = format!("{v2}/repositories/{name}/_manifests");
+        if !exists(repo, snapshot, &manifests).await? {
+            return Err(Error::Invalid(format!(
+                "no repository {name} in the snapshot"
+            )));
+        }
         let tags = match tag {
             Some(tag) => vec![tag.to_string()],
-            None => {
-                let dir = find(repo, snapshot, &format!("{manifests}/tags"))
-                    .await
-                    .map_err(|_| Error::Invalid(format!("no repository {name} in the snapshot")))?;
-                let subtree = dir.subtree.filter(|_| dir.kind == NodeKind::Dir);
-                match subtree {
+            None => match find_opt(repo, snapshot, &format!("{manifests}/tags")).await? {
+                Some(dir) => match dir.subtree.filter(|_| dir.kind == NodeKind::Dir) {
                     Some(id) => repo
                         .load_tree(&id)
                         .await?
@@ -124,50 +138,73 @@ pub async fn registry_selection(
                         .map(|n| n.name.lossy())
                         .collect(),
                     None => Vec::new(),
-                }
-            }
+                },
+                None => Vec::new(),
+            },
         };
+        if tags.is_empty() {
+            return Err(Error::Invalid(format!(
+                "repository {name} has no tags in the snapshot"
+            )));
+        }
         for tag in tags {
             let current = format!("{manifests}/tags/{tag}/current/link");
-            let digest = read(repo, snapshot, &current)
-                .await
-                .map_err(|_| Error::Invalid(format!("no tag {name}:{tag} in the snapshot")))?;
+            if !exists(repo, snapshot, &current).await? {
+                return Err(Error::Invalid(format!(
+                    "no tag {name}:{tag} in the snapshot"
+                )));
+            }
+            let digest = read(repo, snapshot, &current).await?;
             let digest = String::from_utf8_lossy(&digest).trim().to_string();
             files.insert(current);
             let hex = digest.trim_start_matches("sha256:");
             let index = format!("{manifests}/tags/{tag}/index/sha256/{hex}/link");
-            if exists(repo, snapshot, &index).await {
+            if exists(repo, snapshot, &index).await? {
                 files.insert(index);
             }
-            add_manifest(repo, snapshot, &v2, name, &digest, &mut files).await?;
+            let what = format!("{name}:{tag}");
+            add_manifest(repo, snapshot, &v2, &name, &what, &digest, &mut files).await?;
         }
     }
     Ok(files)
 }
 
-/// A manifest (or index) with its revision link, and everything it references.
+/// A manifest (or index) with its revision link, and everything it references, for one
+/// repository: blobs missing from the snapshot are an error naming the image (but foreign
+/// layers, which carry `urls` and are never pushed to the registry).
 async fn add_manifest(
     repo: &Repository,
     snapshot: &Snapshot,
     v2: &str,
     name: &str,
+    what: &str,
     digest: &str,
     files: &mut BTreeSet<String>,
 ) -> Result<()> {
+    let missing = |digest: &str| {
+        Error::Invalid(format!(
+            "{what} needs blob {digest}, which the snapshot does not hold"
+        ))
+    };
+    let mut visited = BTreeSet::new();
     let mut pending = vec![digest.to_string()];
     while let Some(digest) = pending.pop() {
-        let hex = digest.trim_start_matches("sha256:").to_string();
-        let blob = blob_path(v2, &digest)?;
-        if !files.insert(blob.clone()) {
+        if !visited.insert(digest.clone()) {
             continue;
         }
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        let blob = blob_path(v2, &digest)?;
+        if !exists(repo, snapshot, &blob).await? {
+            return Err(missing(&digest));
+        }
+        files.insert(blob.clone());
         let revision = format!("{v2}/repositories/{name}/_manifests/revisions/sha256/{hex}/link");
-        if exists(repo, snapshot, &revision).await {
+        if exists(repo, snapshot, &revision).await? {
             files.insert(revision);
         }
         let document: serde_json::Value =
             serde_json::from_slice(&read(repo, snapshot, &blob).await?).map_err(|e| {
-                Error::Invalid(format!("manifest {digest} of {name} is not JSON: {e}"))
+                Error::Invalid(format!("manifest {digest} of {what} is not JSON: {e}"))
             })?;
         if let Some(children) = document.get("manifests").and_then(|m| m.as_array()) {
             pending.extend(
@@ -177,21 +214,42 @@ async fn add_manifest(
             );
             continue;
         }
-        let referenced = document.get("config").into_iter().chain(
+        // Image manifests (Docker schema 2, OCI): config and layers. Schema 1: fsLayers.
+        let mut referenced: Vec<(String, bool)> = Vec::new();
+        let descriptors = document.get("config").into_iter().chain(
             document
                 .get("layers")
                 .and_then(|l| l.as_array())
                 .into_iter()
                 .flatten(),
         );
-        for descriptor in referenced {
-            let Some(digest) = descriptor["digest"].as_str() else {
-                continue;
-            };
-            files.insert(blob_path(v2, digest)?);
+        for d in descriptors {
+            if let Some(digest) = d["digest"].as_str() {
+                referenced.push((digest.to_string(), d.get("urls").is_some()));
+            }
+        }
+        for layer in document
+            .get("fsLayers")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(digest) = layer["blobSum"].as_str() {
+                referenced.push((digest.to_string(), false));
+            }
+        }
+        for (digest, foreign) in referenced {
+            let blob = blob_path(v2, &digest)?;
+            match (exists(repo, snapshot, &blob).await?, foreign) {
+                (true, _) => {
+                    files.insert(blob);
+                }
+                (false, true) => continue,
+                (false, false) => return Err(missing(&digest)),
+            }
             let hex = digest.trim_start_matches("sha256:");
             let link = format!("{v2}/repositories/{name}/_layers/sha256/{hex}/link");
-            if exists(repo, snapshot, &link).await {
+            if exists(repo, snapshot, &link).await? {
                 files.insert(link);
             }
         }
@@ -201,12 +259,12 @@ async fn add_manifest(
 
 /// Whether `path` (`<top>/...`) names something in the snapshot; for `--include-path`.
 pub async fn check_path(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<()> {
-    find(repo, snapshot, path).await.map(drop).map_err(|_| {
-        Error::Invalid(format!(
-            "{path}: no such path in the snapshot (paths start with {}/)",
-            snapshot.name
-        ))
-    })
+    match find_opt(repo, snapshot, path).await? {
+        Some(_) => Ok(()),
+        None => Err(Error::Invalid(format!(
+            "{path}: no such path in the snapshot"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -158,3 +158,44 @@ fn groups_are_by_host_and_source_and_an_empty_policy_is_refused() {
     let err = plan(&all, &KeepPolicy::default()).expect_err("no rule");
     assert!(err.to_string().contains("no keep rule"), "{err}");
 }
+
+#[test]
+fn metadata_from_stdin_groups_by_replica_and_a_policy_keeping_nothing_is_refused() {
+    let mut all = Vec::new();
+    for replica in ["aaaaaaaaaaaa", "bbbbbbbbbbbb"] {
+        for (id, mut snap) in nights("admin").into_iter().take(5) {
+            snap.source = SourceRef {
+                kind: "dtr-metadata".into(),
+                uri: "stdin".into(),
+            };
+            snap.replica_id = Some(replica.into());
+            all.push((Id::hash_of(format!("{replica}{id}").as_bytes()), snap));
+        }
+    }
+    let groups = plan(
+        &all,
+        &KeepPolicy {
+            last: 2,
+            ..KeepPolicy::default()
+        },
+    )
+    .expect("plan");
+    let kept: Vec<(String, usize)> = groups
+        .iter()
+        .map(|g| (g.source.clone(), g.snapshots.len() - g.removed().count()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("dtr-metadata (replica aaaaaaaaaaaa)".to_string(), 2),
+            ("dtr-metadata (replica bbbbbbbbbbbb)".to_string(), 2)
+        ],
+        "each cluster keeps its own two"
+    );
+    let typo = KeepPolicy {
+        tags: vec!["nighty".into()],
+        ..KeepPolicy::default()
+    };
+    let err = plan(&all, &typo).expect_err("keeps nothing");
+    assert!(err.to_string().contains("keeps no snapshot"), "{err}");
+}

@@ -79,8 +79,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let removed = forget(&repo, &groups).await?;
     if !args.json {
         println!(
-            "removed {removed} snapshots; the data only they used stays in the repository until \
-             it is pruned"
+            "removed {removed} snapshots; the data only they used stays in the repository (prune \
+             is not built yet)"
         );
     }
     Ok(ExitCode::SUCCESS)

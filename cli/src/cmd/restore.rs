@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use stowage_backends::target::{FsTarget, Target};
 use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
-use stowage_engine::select::{check_path, registry_selection, Selection};
+use stowage_engine::select::{check_path, normalize, registry_selection, Selection};
 
 use super::{human_bytes, print_json};
 use stowage_s3::S3Target;
@@ -141,11 +141,7 @@ async fn selection(
     };
     let mut prefixes = Vec::new();
     for path in include_paths {
-        let path = path.trim_matches('/');
-        let full = match path.starts_with(&format!("{}/", snapshot.name)) || path == snapshot.name {
-            true => path.to_string(),
-            false => format!("{}/{path}", snapshot.name),
-        };
+        let full = format!("{}/{}", snapshot.name, normalize(path)?);
         check_path(repo, snapshot, &full).await?;
         prefixes.push(full);
     }
