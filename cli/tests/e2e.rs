@@ -451,6 +451,20 @@ fn diff_names_a_nights_registry_changes() {
     assert_eq!(same["other_registry_files"], 0);
 }
 
+/// Every file below `dir`, by its path relative to `dir`.
+fn relative_files(dir: &Path) -> std::collections::BTreeSet<String> {
+    walk_files(dir)
+        .iter()
+        .map(|f| {
+            f.strip_prefix(dir)
+                .expect("under dir")
+                .to_str()
+                .expect("utf-8")
+                .to_string()
+        })
+        .collect()
+}
+
 /// The files (relative to `v2`) a registry needs to serve `repo:tag`, read from the volume.
 fn needed_for(v2: &Path, repo: &str, tag: &str) -> std::collections::BTreeSet<String> {
     let mut needed = std::collections::BTreeSet::new();
@@ -539,16 +553,7 @@ fn partial_restore_brings_back_what_a_tag_needs_and_nothing_else() {
         let restored_v2 = target
             .join(root.file_name().expect("name"))
             .join("_data/docker/registry/v2");
-        let restored: std::collections::BTreeSet<String> = walk_files(&restored_v2)
-            .iter()
-            .map(|f| {
-                f.strip_prefix(&restored_v2)
-                    .expect("under")
-                    .to_str()
-                    .expect("utf-8")
-                    .to_string()
-            })
-            .collect();
+        let restored = relative_files(&restored_v2);
         assert_eq!(restored, needed_for(&v2, repo, tag), "{repo}:{tag}");
         for rel in &restored {
             assert_eq!(
@@ -608,15 +613,6 @@ fn partial_restore_brings_back_what_a_tag_needs_and_nothing_else() {
     for (r, t) in view.tags.keys().filter(|(r, _)| r == repo).chain(others) {
         expected.extend(needed_for(&v2, r, t));
     }
-    let restored: std::collections::BTreeSet<String> = walk_files(&whole_v2)
-        .iter()
-        .map(|f| {
-            f.strip_prefix(&whole_v2)
-                .expect("under")
-                .to_str()
-                .expect("utf-8")
-                .to_string()
-        })
-        .collect();
+    let restored = relative_files(&whole_v2);
     assert_eq!(restored, expected);
 }
