@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Content, Node, NodeKind};
+use crate::tree::{Node, NodeKind};
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct TagChange {
@@ -99,10 +99,10 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
         ) {
             let entry = tags.entry(key).or_default();
             if let Some(node) = &before {
-                entry.0 = Some(link_target(repo, node).await?);
+                entry.0 = Some(link_target(repo, &path, node).await?);
             }
             if let Some(node) = &after {
-                entry.1 = Some(link_target(repo, node).await?);
+                entry.1 = Some(link_target(repo, &path, node).await?);
             }
             continue;
         }
@@ -180,18 +180,9 @@ fn tag_link(path: &str) -> Option<(String, String)> {
 }
 
 /// A link file's content (a digest), read and verified.
-async fn link_target(repo: &Repository, node: &Node) -> Result<String> {
-    let bytes = match &node.content {
-        Some(Content::Inline(bytes)) => bytes.0.clone(),
-        Some(Content::Chunks(ids)) => {
-            let mut all = Vec::new();
-            for id in ids {
-                all.extend(repo.read_blob(id).await?);
-            }
-            all
-        }
-        None => Vec::new(),
-    };
+async fn link_target(repo: &Repository, path: &str, node: &Node) -> Result<String> {
+    let mut bytes = Vec::new();
+    crate::dump::write_file(repo, path, node, &mut bytes).await?;
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 

@@ -49,12 +49,23 @@ pub async fn dump(
     out: &mut dyn Write,
 ) -> Result<u64> {
     let node = find(repo, snapshot, path).await?;
+    write_file(repo, path, &node, out).await
+}
+
+/// Writes the content of the file `node` (found at `path`, which decides whether it is a
+/// registry blob to check against its digest) to `out`, verified like a restore.
+pub async fn write_file(
+    repo: &Repository,
+    path: &str,
+    node: &Node,
+    out: &mut dyn Write,
+) -> Result<u64> {
     if node.kind != NodeKind::File {
         return Err(Error::Invalid(format!("{path} is not a file")));
     }
     let handle = tokio::runtime::Handle::current();
     let read = tokio::task::block_in_place(|| {
-        read_content(repo, &handle, Path::new(path), &node, |bytes| {
+        read_content(repo, &handle, Path::new(path), node, |bytes| {
             out.write_all(bytes).map_err(|e| Error::io("the output", e))
         })
     })?;

@@ -18,6 +18,7 @@ use stowage_engine::backup::{backup, BackupOptions};
 use stowage_engine::progress::NoProgress;
 use stowage_engine::repo::Repository;
 use stowage_engine::restore::{restore, RestoreOptions};
+use stowage_engine::snapshot::Snapshot;
 use stowage_engine::{check, Error};
 
 /// A small volume with every kind of entry a restore must reproduce.
@@ -73,6 +74,20 @@ async fn fixture() -> Fixture {
         store,
         kv: Arc::new(MemoryKv::new()),
     }
+}
+
+/// Restores `snap` into `out` (which must not hold its directory yet).
+async fn restore_into(repo: &Arc<Repository>, snap: &Snapshot, out: &Path) {
+    let target = Arc::new(FsTarget::new(out).unwrap());
+    restore(
+        Arc::clone(repo),
+        snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
 }
 
 async fn run_backup(
@@ -281,16 +296,7 @@ async fn failed_upload_leaves_no_snapshot_and_the_next_backup_succeeds() {
     assert!(failed.is_err());
     assert!(f.store.list("snapshots/").await.unwrap().is_empty());
     let (_, snap) = run_backup(&repo, &f.volume).await;
-    let target = Arc::new(FsTarget::new(&f.out).unwrap());
-    restore(
-        repo,
-        &snap,
-        target,
-        RestoreOptions::default(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &snap, &f.out).await;
     assert!(tree_differences(&f.volume, &f.out.join("dtr-registry-r1")).is_empty());
 }
 
@@ -317,16 +323,7 @@ async fn same_size_rewrite_in_the_backup_second_is_read_again() {
     let (_, snap) = backup(repo.clone(), source(), opts, Arc::new(NoProgress))
         .await
         .unwrap();
-    let target = Arc::new(FsTarget::new(&f.out).unwrap());
-    restore(
-        repo,
-        &snap,
-        target,
-        RestoreOptions::default(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    restore_into(&repo, &snap, &f.out).await;
     let restored =
         std::fs::read_to_string(f.out.join("dtr-registry-r1/_data/current-link")).unwrap();
     assert!(

@@ -95,7 +95,14 @@ pub async fn bench_store(store: &dyn Store, opts: &BenchOptions) -> StoreResult<
 
         let (elapsed, latencies) = timed_each(&keys, opts.concurrency, |key| async move {
             let got = store.get(&key).await?;
-            debug_assert_eq!(got.len(), size);
+            if got.len() != size {
+                return Err(crate::StoreError::Io {
+                    store: store.describe(),
+                    op: "get",
+                    key,
+                    cause: std::io::Error::other(format!("{} bytes back of {size}", got.len())),
+                });
+            }
             Ok(())
         })
         .await?;
