@@ -385,6 +385,18 @@ fn diff_names_a_nights_registry_changes() {
     let night2 = generate(&spec.clone().at_night(3), &s.path("night3"))
         .expect("night 3")
         .root;
+    // The fixture never deletes a repository: delete one, as an operator would.
+    let gone = registry_view(&night2)
+        .repositories
+        .into_iter()
+        .next()
+        .expect("a repository");
+    std::fs::remove_dir_all(
+        night2
+            .join("_data/docker/registry/v2/repositories")
+            .join(&gone),
+    )
+    .expect("delete a repository");
     s.ok(&["init"]);
     let id = |out: serde_json::Value| out["id"].as_str().expect("id").to_string();
     let a = id(s.json(&["backup", night1.to_str().expect("utf-8"), "--json"]));
@@ -443,6 +455,14 @@ fn diff_names_a_nights_registry_changes() {
     assert_eq!(
         diff["repositories_removed"],
         serde_json::json!(only(&before, &after))
+    );
+    assert!(
+        diff["repositories_removed"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r == gone.as_str()),
+        "{gone} was removed"
     );
 
     let same = s.json(&["diff", &a, &a, "--json"]);
