@@ -111,6 +111,9 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Remove snapshots a retention policy does not keep (grouped by host and source).
     Forget(cmd::forget::Args),
+    /// Delete the data no snapshot needs: marks it first, deletes it in a later prune after
+    /// a grace period; repacks partly used packs. Safe beside running backups.
+    Prune(cmd::prune::Args),
     /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
     /// blobs it lacks; creates the destination when it does not exist.
     Copy(cmd::copy::Args),
@@ -169,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => cmd::stats::run(&ctx, args).await,
         Command::Copy(args) => cmd::copy::run(&ctx, args).await,
         Command::Forget(args) => cmd::forget::run(&ctx, args).await,
+        Command::Prune(args) => cmd::prune::run(&ctx, args).await,
         Command::Diff(args) => cmd::diff::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
         Command::RestoreMetadata(args) => cmd::restore_metadata::run(&ctx, args).await,

@@ -71,6 +71,8 @@ pub struct CopyPlan {
     /// Their sealed bytes, as read from the source.
     pub bytes: u64,
     reads: Vec<PackRead>,
+    /// Destination packs holding the blobs it already has.
+    relied: HashSet<Id>,
 }
 
 /// One ranged read of a source pack and the needed blobs in it.
@@ -100,6 +102,7 @@ pub async fn copy_with(
     opts: CopyOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<CopySummary> {
+    crate::backup::packer::adopt_unindexed(&dst).await?;
     progress.phase("copy: plan", None);
     let plan = plan(&src, &dst, snapshots).await?;
     let mut summary = CopySummary {
@@ -119,24 +122,19 @@ pub async fn copy_with(
     summary.stored_bytes = written.stored_bytes;
     summary.packs = written.new_packs;
 
-    // Last, oldest first: only now is every blob they need durable and indexed (and, under
-    // Object Lock, retained for the full period).
+    // Last, oldest first: only now is every blob they need durable and indexed.
     progress.phase("copy: snapshots", None);
-    let trees: Vec<Id> = plan.snapshots.iter().map(|(_, s)| s.tree).collect();
-    let extra: Vec<Id> = plan
+    let copies: Vec<Snapshot> = plan
         .snapshots
-        .iter()
-        .flat_map(|(_, s)| s.extra_blobs().iter().copied())
-        .collect();
-    crate::retention::protect(&dst, &trees, &extra).await?;
-    for (id, snap) in plan.snapshots {
-        let copied = Snapshot {
+        .into_iter()
+        .map(|(id, snap)| Snapshot {
             original: Some(snap.origin(id)),
             ..snap
-        };
-        dst.save_json("snapshots", &copied).await?;
-        summary.snapshots_copied += 1;
-    }
+        })
+        .collect();
+    let mut relied = plan.relied;
+    relied.extend(written.relied);
+    summary.snapshots_copied = crate::commit::commit(&dst, copies, &relied).await?.len();
     Ok(summary)
 }
 
@@ -187,6 +185,7 @@ pub async fn plan(
         .map(|e| u64::from(e.length))
         .sum();
     plan.reads = group_reads(missing.by_pack);
+    plan.relied = missing.relied;
     Ok(plan)
 }
 
@@ -194,12 +193,18 @@ pub async fn plan(
 #[derive(Default)]
 struct Missing {
     blobs: HashSet<Id>,
+    /// Destination packs holding blobs the destination already has.
+    relied: HashSet<Id>,
     by_pack: BTreeMap<Id, Vec<PackEntry>>,
 }
 
 impl Missing {
     fn want(&mut self, src: &Repository, dst: &Repository, id: Id) -> Result<()> {
-        if self.blobs.contains(&id) || dst.index().contains(&id)? {
+        if self.blobs.contains(&id) {
+            return Ok(());
+        }
+        if let Some(pack) = dst.index().usable(&id)? {
+            self.relied.insert(pack);
             return Ok(());
         }
         let loc = src.index().lookup(&id)?.ok_or(Error::MissingBlob(id))?;

@@ -44,6 +44,17 @@ pub enum Error {
          differ (copy into a new, empty location to create a destination that shares its keys)"
     )]
     KeysDiffer { src: String, dst: String },
+    /// A backup relied on a pack that a prune running meanwhile marked and may delete soon.
+    #[error(
+        "no snapshot written: {packs} pack(s) this backup reuses were marked by a prune running \
+         meanwhile and may be deleted from {delete_after} (e.g. pack {example}); run the backup \
+         again (it stores those blobs anew) and give prune a --grace longer than a backup takes"
+    )]
+    PruneRace {
+        packs: usize,
+        example: crate::Id,
+        delete_after: chrono::DateTime<chrono::Utc>,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -179,12 +179,18 @@ fn decide(members: &[&(Id, Snapshot)], policy: &KeepPolicy) -> Vec<Decision> {
 /// Removes the snapshots the plan does not keep; returns how many were removed. A snapshot
 /// object under retention (S3 Object Lock) is refused by the store, and the error says so.
 pub async fn forget(repo: &Repository, groups: &[Group]) -> Result<u64> {
-    let mut removed = 0;
-    for decision in groups.iter().flat_map(Group::removed) {
-        repo.store()
-            .delete(&format!("snapshots/{}", decision.id))
-            .await?;
-        removed += 1;
+    let ids: Vec<Id> = groups
+        .iter()
+        .flat_map(Group::removed)
+        .map(|d| d.id)
+        .collect();
+    remove(repo, &ids).await
+}
+
+/// Removes the snapshots `ids`; returns how many were removed.
+pub async fn remove(repo: &Repository, ids: &[Id]) -> Result<u64> {
+    for id in ids {
+        repo.store().delete(&format!("snapshots/{id}")).await?;
     }
-    Ok(removed)
+    Ok(ids.len() as u64)
 }

@@ -9,11 +9,17 @@
 //! | `b` + blob id | pack id + pack entry (78 bytes) |
 //! | `x` + index file id | empty: that index file is already in the cache |
 //! | `d` + sha256 digest | a registry blob's size and content blob ids |
+//! | `u` + pack id | a pack this host stored that no index file names yet, and its entries |
 //!
-//! Deleting the cache loses nothing: [`Index::sync`] rebuilds it from `index/`.
+//! Deleting the cache loses nothing: [`Index::sync`] rebuilds it from `index/`. The `u`
+//! records only let the next run index the packs a killed run stored ([`Index::adopt`]).
+//!
+//! The index also knows which packs a prune has marked (FORMAT.md, "Prune"): a blob whose
+//! only known copy is in a marked pack can still be read but is not [`usable`](Index::usable)
+//! for deduplication.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -24,10 +30,19 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::{decode_entries, PackEntry, ENTRY_LEN};
 
+fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN);
+    for e in entries {
+        e.encode(&mut out);
+    }
+    out
+}
+
 const MAGIC: &[u8; 8] = b"STWIDX01";
 const BLOB: u8 = b'b';
 const INDEX_FILE: u8 = b'x';
 const DIGEST: u8 = b'd';
+const UNINDEXED: u8 = b'u';
 
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +76,7 @@ pub fn encode_index_file(packs: &[(Id, Vec<PackEntry>)]) -> Vec<u8> {
     for (pack, entries) in packs {
         out.extend_from_slice(&pack.0);
         out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for e in entries {
-            e.encode(&mut out);
-        }
+        out.extend_from_slice(&encode_entries(entries));
     }
     out
 }
@@ -90,6 +103,27 @@ pub fn decode_index_file(b: &[u8], what: impl Fn() -> String) -> Result<Vec<(Id,
     Ok(packs)
 }
 
+/// What one index file names: packs and their entries.
+pub type PackList = Vec<(Id, Vec<PackEntry>)>;
+
+/// Reads and decodes `index/<id>`.
+pub async fn read_index_file(store: &dyn Store, keys: &Keys, id: Id) -> Result<PackList> {
+    let sealed: Bytes = store.get(&format!("index/{id}")).await?;
+    let what = || format!("index file {id}");
+    let plain = keys.open(&sealed, what)?;
+    decode_index_file(&plain, what)
+}
+
+/// The ids of the `index/` objects.
+pub async fn list_index_files(store: &dyn Store) -> Result<Vec<Id>> {
+    Ok(store
+        .list("index/")
+        .await?
+        .iter()
+        .filter_map(|m| m.key.strip_prefix("index/")?.parse().ok())
+        .collect())
+}
+
 fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
     k.push(prefix);
@@ -108,6 +142,8 @@ pub struct DigestRecord {
 #[derive(Clone)]
 pub struct Index {
     kv: Arc<dyn KvStore>,
+    /// Packs marked by a prune, as of the last sync.
+    marked: Arc<RwLock<HashSet<Id>>>,
 }
 
 /// What a sync did.
@@ -119,7 +155,27 @@ pub struct SyncReport {
 
 impl Index {
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Index { kv }
+        Index {
+            kv,
+            marked: Arc::default(),
+        }
+    }
+
+    fn marked(&self) -> std::sync::RwLockReadGuard<'_, HashSet<Id>> {
+        self.marked.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_marked(&self, pack: &Id) -> bool {
+        self.marked().contains(pack)
+    }
+
+    /// The pack holding a copy of the blob that a new snapshot may rely on: none when the
+    /// blob is unknown or its known copy is in a pack a prune marked for deletion.
+    pub fn usable(&self, id: &Id) -> Result<Option<Id>> {
+        Ok(self
+            .lookup(id)?
+            .map(|loc| loc.pack)
+            .filter(|pack| !self.is_marked(pack)))
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {
@@ -135,20 +191,33 @@ impl Index {
         Ok(self.kv.get(&key(BLOB, &id.0))?.is_some())
     }
 
-    /// Records the packs of one index file, and the file itself, in the cache.
+    /// Records the packs of one index file, and the file itself, in the cache. A location
+    /// in a marked pack does not replace one already known.
     pub fn add(&self, index_file: Id, packs: &[(Id, Vec<PackEntry>)]) -> Result<()> {
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = packs
-            .iter()
-            .flat_map(|(pack, entries)| {
-                entries.iter().map(move |entry| {
+        let marked = self.marked().clone();
+        let (doomed, live): (Vec<_>, Vec<_>) =
+            packs.iter().partition(|(pack, _)| marked.contains(pack));
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (pack, entries) in doomed {
+            for entry in entries {
+                if !self.contains(&entry.id)? {
                     let loc = Location {
                         pack: *pack,
                         entry: *entry,
                     };
-                    (key(BLOB, &entry.id.0), loc.encode())
-                })
+                    pairs.push((key(BLOB, &entry.id.0), loc.encode()));
+                }
+            }
+        }
+        pairs.extend(live.into_iter().flat_map(|(pack, entries)| {
+            entries.iter().map(move |entry| {
+                let loc = Location {
+                    pack: *pack,
+                    entry: *entry,
+                };
+                (key(BLOB, &entry.id.0), loc.encode())
             })
-            .collect();
+        }));
         pairs.push((key(INDEX_FILE, &index_file.0), Vec::new()));
         self.kv.put_batch(&pairs)?;
         Ok(())
@@ -195,14 +264,11 @@ impl Index {
         Ok(())
     }
 
-    /// Brings the cache up to date with the repository's `index/` objects.
+    /// Brings the cache up to date with the repository's `index/` and `marks/` objects.
     pub async fn sync(&self, store: &dyn Store, keys: &Keys) -> Result<SyncReport> {
-        let listed: HashSet<Id> = store
-            .list("index/")
-            .await?
-            .iter()
-            .filter_map(|m| m.key.strip_prefix("index/")?.parse().ok())
-            .collect();
+        let marks = crate::marks::Marks::load(store, keys).await?;
+        *self.marked.write().unwrap_or_else(|e| e.into_inner()) = marks.packs();
+        let listed: HashSet<Id> = list_index_files(store).await?.into_iter().collect();
         let mut known = self.known_index_files()?;
         let mut report = SyncReport::default();
         if !known.is_subset(&listed) {
@@ -215,19 +281,42 @@ impl Index {
         let missing: Vec<Id> = listed.difference(&known).copied().collect();
         report.index_files_read = missing.len();
         futures::stream::iter(missing)
-            .map(|id| async move {
-                let sealed = store.get(&format!("index/{id}")).await?;
-                Ok::<(Id, Bytes), Error>((id, sealed))
-            })
+            .map(|id| async move { Ok::<_, Error>((id, read_index_file(store, keys, id).await?)) })
             .buffer_unordered(8)
-            .try_for_each(|(id, sealed)| async move {
-                let what = || format!("index file {id}");
-                let plain = keys.open(&sealed, what)?;
-                let packs = decode_index_file(&plain, what)?;
-                self.add(id, &packs)
-            })
+            .try_for_each(|(id, packs)| async move { self.add(id, &packs) })
             .await?;
         Ok(report)
+    }
+
+    /// Notes a pack this host stored before any index file names it.
+    pub fn note_unindexed(&self, pack: &Id, entries: &[PackEntry]) -> Result<()> {
+        self.kv
+            .put_batch(&[(key(UNINDEXED, &pack.0), encode_entries(entries))])?;
+        Ok(())
+    }
+
+    /// Forgets notes of packs now indexed.
+    pub fn clear_unindexed(&self, packs: &[Id]) -> Result<()> {
+        let keys: Vec<Vec<u8>> = packs.iter().map(|p| key(UNINDEXED, &p.0)).collect();
+        self.kv.delete_batch(&keys)?;
+        Ok(())
+    }
+
+    /// Packs a run on this host stored but never indexed (it was killed).
+    pub fn unindexed(&self) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+        let mut found = Vec::new();
+        let mut bad = false;
+        self.kv.scan_prefix(&[UNINDEXED], &mut |k, v| {
+            match (Id::from_slice(&k[1..]), decode_entries(v, String::new)) {
+                (Some(id), Ok(entries)) => found.push((id, entries)),
+                _ => bad = true,
+            }
+            true
+        })?;
+        if bad {
+            return Err(Error::corrupt("local cache", "bad unindexed-pack record"));
+        }
+        Ok(found)
     }
 
     pub fn digest(&self, sha256: &[u8; 32]) -> Result<Option<DigestRecord>> {

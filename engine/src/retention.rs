@@ -10,47 +10,25 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
 use crate::pack::Pack;
 use crate::repo::Repository;
+use crate::snapshot::Snapshot;
 
-/// Extends the retention of everything the snapshots with root trees `roots` and the other
-/// blobs `blobs` (tar skeletons) need; returns how many objects were extended (0 for stores
-/// without retention).
-pub async fn protect(repo: &Repository, roots: &[Id], blobs: &[Id]) -> Result<u64> {
+/// Extends the retention of everything `snapshots` need; returns how many objects were
+/// extended (0 for stores without retention).
+pub async fn protect(repo: &Repository, snapshots: &[Snapshot]) -> Result<u64> {
     let store = repo.store();
     if !store.retains() {
         return Ok(0);
     }
     let mut packs = HashSet::new();
-    for id in blobs {
+    for id in crate::reach::reachable(repo, snapshots).await? {
         packs.insert(
             repo.index()
-                .lookup(id)?
-                .ok_or(Error::MissingBlob(*id))?
+                .lookup(&id)?
+                .ok_or(Error::MissingBlob(id))?
                 .pack,
         );
-    }
-    let mut seen = HashSet::new();
-    let mut pending: Vec<Id> = roots.to_vec();
-    while let Some(tree_id) = pending.pop() {
-        if !seen.insert(tree_id) {
-            continue;
-        }
-        let pack_of = |id: &Id| -> Result<Id> {
-            Ok(repo
-                .index()
-                .lookup(id)?
-                .ok_or(Error::MissingBlob(*id))?
-                .pack)
-        };
-        packs.insert(pack_of(&tree_id)?);
-        for node in repo.load_tree(&tree_id).await?.nodes {
-            pending.extend(node.subtree);
-            for chunk in node.chunks() {
-                packs.insert(pack_of(chunk)?);
-            }
-        }
     }
     let mut keys = vec!["config".to_string()];
     for dir in ["keys/", "index/"] {

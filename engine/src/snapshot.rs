@@ -35,6 +35,9 @@ pub struct Summary {
     /// Bytes added to the repository (packs and index files).
     pub stored_bytes: u64,
     pub new_packs: u64,
+    /// Packs a killed run had stored but not indexed, indexed and reused by this one.
+    #[serde(default)]
+    pub adopted_packs: u64,
     pub duration_secs: f64,
 }
 

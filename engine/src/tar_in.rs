@@ -469,6 +469,7 @@ pub async fn backup_tar(
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let time = chrono::Utc::now();
+    let adopted = crate::backup::packer::adopt_unindexed(&repo).await?;
     progress.phase("backup", None);
     let packer = Packer::start(Arc::clone(&repo), opts.pack_size);
     let bytes_in = Arc::new(AtomicU64::new(0));
@@ -521,6 +522,7 @@ pub async fn backup_tar(
     summary.new_bytes = written.new_bytes;
     summary.stored_bytes = written.stored_bytes;
     summary.new_packs = written.new_packs;
+    summary.adopted_packs = adopted as u64;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         time,
@@ -548,9 +550,8 @@ pub async fn backup_tar(
         }),
         tables,
     };
-    crate::retention::protect(&repo, &[snapshot.tree], snapshot.extra_blobs()).await?;
-    let id = repo.save_json("snapshots", &snapshot).await?;
-    Ok((id, snapshot))
+    let ids = crate::commit::commit(&repo, vec![snapshot.clone()], &written.relied).await?;
+    Ok((ids[0], snapshot))
 }
 
 /// `bytes` cut by the repository's chunker.

@@ -9,14 +9,16 @@ use bytes::{Bytes, BytesMut};
 
 use crate::store::{ObjectMeta, Store, StoreError, StoreResult};
 
-/// Wraps a store; the put chosen with [`FaultyStore::fail_nth_put`] fails, and every
-/// read of a key starting with `flip_prefix` comes back with one bit flipped.
+/// Wraps a store; the put chosen with [`FaultyStore::fail_nth_put`] fails, so does every put
+/// under the prefix given to [`FaultyStore::fail_puts_under`], and every read of a key
+/// starting with `flip_prefix` comes back with one bit flipped.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
     puts: AtomicU64,
     fail_put_at: AtomicU64,
     flip_prefix: std::sync::Mutex<Option<String>>,
+    fail_prefix: std::sync::Mutex<Option<String>>,
 }
 
 impl FaultyStore {
@@ -26,6 +28,7 @@ impl FaultyStore {
             puts: AtomicU64::new(0),
             fail_put_at: AtomicU64::new(0),
             flip_prefix: std::sync::Mutex::new(None),
+            fail_prefix: std::sync::Mutex::new(None),
         }
     }
 
@@ -33,6 +36,11 @@ impl FaultyStore {
     pub fn fail_nth_put(&self, n: u64) {
         let done = self.puts.load(Ordering::SeqCst);
         self.fail_put_at.store(done + n, Ordering::SeqCst);
+    }
+
+    /// Makes every put of a key starting with `prefix` fail.
+    pub fn fail_puts_under(&self, prefix: Option<&str>) {
+        *self.fail_prefix.lock().unwrap_or_else(|e| e.into_inner()) = prefix.map(str::to_string);
     }
 
     /// Flips one bit of every object read whose key starts with `prefix`.
@@ -62,7 +70,11 @@ impl Store for FaultyStore {
 
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
         let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.fail_put_at.load(Ordering::SeqCst) {
+        let under = {
+            let prefix = self.fail_prefix.lock().unwrap_or_else(|e| e.into_inner());
+            prefix.as_deref().is_some_and(|p| key.starts_with(p))
+        };
+        if under || n == self.fail_put_at.load(Ordering::SeqCst) {
             return Err(StoreError::Injected {
                 store: self.describe(),
                 op: "put",

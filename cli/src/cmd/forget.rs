@@ -1,12 +1,14 @@
 use std::process::ExitCode;
 
-use stowage_engine::forget::{forget, plan, KeepPolicy};
+use stowage_engine::forget::{forget, plan, remove, KeepPolicy};
 
 use super::print_json;
 use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Remove these snapshots (ids or unique id prefixes) instead of applying keep rules.
+    snapshots: Vec<String>,
     /// Keep the N newest snapshots.
     #[arg(long, default_value_t = 0)]
     keep_last: usize,
@@ -47,6 +49,32 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         yearly: args.keep_yearly,
         tags: args.keep_tags,
     };
+    if !args.snapshots.is_empty() {
+        if !policy.is_empty() {
+            anyhow::bail!("give either snapshots to remove or keep rules, not both");
+        }
+        let mut ids = Vec::new();
+        for spec in &args.snapshots {
+            ids.push(repo.find_snapshot(spec).await?.0);
+        }
+        ids.sort();
+        ids.dedup();
+        if args.json {
+            print_json(&serde_json::json!({ "dry_run": args.dry_run, "removed": ids }))?;
+        }
+        if !args.dry_run {
+            remove(&repo, &ids).await?;
+        }
+        if !args.json {
+            let verb = if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
+            println!("{verb} {} snapshots", ids.len());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let groups = plan(&repo.snapshots().await?, &policy)?;
     if args.json {
         print_json(&serde_json::json!({ "dry_run": args.dry_run, "groups": groups }))?;
@@ -78,10 +106,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let removed = forget(&repo, &groups).await?;
     if !args.json {
-        println!(
-            "removed {removed} snapshots; the data only they used stays in the repository (prune \
-             is not built yet)"
-        );
+        println!("removed {removed} snapshots; `stowage prune` frees the data only they used");
     }
     Ok(ExitCode::SUCCESS)
 }

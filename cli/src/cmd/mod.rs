@@ -11,6 +11,7 @@ pub mod forget;
 pub mod import_tar;
 pub mod init;
 pub mod ls;
+pub mod prune;
 pub mod restore;
 pub mod restore_metadata;
 pub mod snapshots;

@@ -191,15 +191,6 @@ impl Archiver {
             && (self.opts.ignore_inode || previous.inode == meta.inode)
     }
 
-    fn all_stored(&self, ids: &[Id]) -> Result<bool> {
-        for id in ids {
-            if !self.repo.index().contains(id)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Content that need not be read again: from the parent snapshot, or, for registry
     /// blobs (content-addressed, immutable), from the digest map.
     fn known_content(
@@ -211,7 +202,7 @@ impl Archiver {
         if let Some(prev) = previous.filter(|p| self.unchanged(meta, p)) {
             match &prev.content {
                 Some(c @ Content::Inline(_)) => return Ok(Some(c.clone())),
-                Some(c @ Content::Chunks(ids)) if self.all_stored(ids)? => {
+                Some(c @ Content::Chunks(ids)) if self.packer.stored(ids)? => {
                     return Ok(Some(c.clone()))
                 }
                 _ => {}
@@ -222,7 +213,7 @@ impl Archiver {
         }
         if let Some(digest) = registry::blob_digest(rel) {
             if let Some(record) = self.repo.index().digest(&digest)? {
-                if record.size == meta.size && self.all_stored(&record.content)? {
+                if record.size == meta.size && self.packer.stored(&record.content)? {
                     return Ok(Some(Content::Chunks(record.content)));
                 }
             }

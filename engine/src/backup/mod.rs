@@ -89,6 +89,7 @@ pub async fn backup(
     };
     warn_on_replica_change(parent.as_ref(), replica_id.as_deref(), progress.as_ref());
 
+    let adopted = packer::adopt_unindexed(&repo).await?;
     progress.phase("backup", None);
     let packer = Packer::start(Arc::clone(&repo), opts.pack_size);
     let archiver = Archiver::new(
@@ -127,6 +128,7 @@ pub async fn backup(
     summary.new_bytes = written.new_bytes;
     summary.stored_bytes = written.stored_bytes;
     summary.new_packs = written.new_packs;
+    summary.adopted_packs = adopted as u64;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         time,
@@ -147,11 +149,9 @@ pub async fn backup(
         tar: None,
         tables: None,
     };
-    // Last: only now is everything it refers to durable and indexed (and, under Object
-    // Lock, retained for the full period).
-    crate::retention::protect(&repo, &[snapshot.tree], &[]).await?;
-    let id = repo.save_json("snapshots", &snapshot).await?;
-    Ok((id, snapshot))
+    // Last: only now is everything it refers to durable and indexed.
+    let ids = crate::commit::commit(&repo, vec![snapshot.clone()], &written.relied).await?;
+    Ok((ids[0], snapshot))
 }
 
 /// The snapshot to compare against: the one named, or the latest of the same host and source.

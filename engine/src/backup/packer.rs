@@ -33,19 +33,22 @@ pub const INDEX_EVERY_PACKS: usize = 32;
 pub const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What the uploader stored: packs, and bytes of packs and index files.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Uploaded {
-    packs: u64,
+    packs: Vec<Id>,
     stored_bytes: u64,
 }
 
 /// What the packer added to the repository.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Written {
     pub new_blobs: u64,
     pub new_bytes: u64,
     pub stored_bytes: u64,
     pub new_packs: u64,
+    /// Every pack holding a blob handed to the packer: the packs it stored and those of the
+    /// blobs it found already stored. A snapshot of these blobs relies on these packs.
+    pub relied: HashSet<Id>,
 }
 
 #[derive(Default)]
@@ -64,6 +67,10 @@ pub struct Packer {
     trees: Mutex<PackBuilder>,
     /// Blobs added in this run: a blob two files share is packed once.
     claimed: Mutex<HashSet<Id>>,
+    /// Packs of the blobs found already stored.
+    relied: Mutex<HashSet<Id>>,
+    /// Whether blobs the repository already holds are skipped (all but repacking).
+    dedup: bool,
     tx: mpsc::Sender<Pack>,
     uploader: Mutex<Option<JoinHandle<Result<Uploaded>>>>,
     /// Why the uploader stopped, for the workers whose packs it no longer takes.
@@ -94,6 +101,8 @@ impl Unindexed {
         let plain = encode_index_file(&self.packs);
         let file = repo.save_sealed("index", &plain).await?;
         repo.index().add(file, &self.packs)?;
+        let packs: Vec<Id> = self.packs.iter().map(|(id, _)| *id).collect();
+        repo.index().clear_unindexed(&packs)?;
         *self = Unindexed::default();
         Ok((plain.len() + SEAL_OVERHEAD) as u64)
     }
@@ -138,7 +147,9 @@ async fn index_as_stored(
     // Index files are small: writing one holds up the pack uploads only briefly.
     while let Some(stored) = uploads.next().await {
         let (id, entries, len) = stored?;
-        done.packs += 1;
+        // Until an index file names it, only this note lets a later run reuse the pack.
+        repo.index().note_unindexed(&id, &entries)?;
+        done.packs.push(id);
         done.stored_bytes += len;
         if unindexed.blobs + entries.len() > INDEX_FILE_ENTRIES {
             done.stored_bytes += unindexed.flush(repo).await?;
@@ -160,6 +171,16 @@ async fn index_as_stored(
 impl Packer {
     /// Starts the uploader; must be called within the tokio runtime.
     pub fn start(repo: Arc<Repository>, target_size: usize) -> Arc<Self> {
+        Self::start_with(repo, target_size, true)
+    }
+
+    /// A packer that stores every blob given once, even those the repository holds: prune
+    /// moves blobs out of packs it is about to mark.
+    pub fn start_repacking(repo: Arc<Repository>, target_size: usize) -> Arc<Self> {
+        Self::start_with(repo, target_size, false)
+    }
+
+    fn start_with(repo: Arc<Repository>, target_size: usize, dedup: bool) -> Arc<Self> {
         let (tx, rx) = mpsc::channel::<Pack>(1);
         let failure = Arc::new(Mutex::new(None));
         let uploader = tokio::spawn(upload(Arc::clone(&repo), rx, Arc::clone(&failure)));
@@ -172,6 +193,8 @@ impl Packer {
             repo,
             target_size,
             claimed: Mutex::new(HashSet::new()),
+            relied: Mutex::new(HashSet::new()),
+            dedup,
             tx,
             uploader: Mutex::new(Some(uploader)),
             failure,
@@ -179,12 +202,31 @@ impl Packer {
         })
     }
 
-    /// Whether the blob still needs storing; claims it for the caller when it does.
+    /// Whether the blob still needs storing; claims it for the caller when it does. A blob
+    /// whose only copy is in a pack marked by a prune is stored again.
     fn claim(&self, id: &Id) -> Result<bool> {
-        if self.repo.index().contains(id)? {
+        if !self.dedup {
+            return Ok(lock(&self.claimed).insert(*id));
+        }
+        if let Some(pack) = self.repo.index().usable(id)? {
+            lock(&self.relied).insert(pack);
             return Ok(false);
         }
         Ok(lock(&self.claimed).insert(*id))
+    }
+
+    /// Whether every blob of `ids` is stored in a pack a new snapshot may rely on (content
+    /// taken over without reading it again); records those packs when so.
+    pub fn stored(&self, ids: &[Id]) -> Result<bool> {
+        let mut packs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.repo.index().usable(id)? {
+                Some(pack) => packs.push(pack),
+                None => return Ok(false),
+            }
+        }
+        lock(&self.relied).extend(packs);
+        Ok(true)
     }
 
     /// Adds a blob unless the repository already has it. Returns its id and, when the
@@ -301,6 +343,7 @@ impl Packer {
         let uploader = lock(&packer.uploader).take();
         let new_blobs = packer.counters.new_blobs.load(Ordering::Relaxed);
         let new_bytes = packer.counters.new_bytes.load(Ordering::Relaxed);
+        let mut relied = std::mem::take(&mut *lock(&packer.relied));
         // Closes the channel: the uploader stores what it holds, indexes it and returns.
         drop(packer);
         let uploaded = match uploader {
@@ -309,11 +352,13 @@ impl Packer {
                 .map_err(|e| Error::Invalid(format!("uploader panicked: {e}")))??,
             None => Uploaded::default(),
         };
+        relied.extend(uploaded.packs.iter().copied());
         Ok(Written {
             new_blobs,
             new_bytes,
             stored_bytes: uploaded.stored_bytes,
-            new_packs: uploaded.packs,
+            new_packs: uploaded.packs.len() as u64,
+            relied,
         })
     }
 }
@@ -327,6 +372,43 @@ impl Drop for Packer {
             handle.abort();
         }
     }
+}
+
+/// Indexes the packs a killed run on this host stored but never indexed (noted in the local
+/// cache), so this run reuses them instead of storing their blobs again. Packs that are gone
+/// or marked by a prune are skipped. Returns how many packs were adopted.
+pub async fn adopt_unindexed(repo: &Repository) -> Result<usize> {
+    let noted = repo.index().unindexed()?;
+    if noted.is_empty() {
+        return Ok(0);
+    }
+    let mut adopt = Vec::new();
+    for (pack, entries) in &noted {
+        let indexed = match entries.first() {
+            Some(first) => repo.index().lookup(&first.id)?.map(|l| l.pack) == Some(*pack),
+            None => true,
+        };
+        if indexed || repo.index().is_marked(pack) {
+            continue;
+        }
+        let end = entries.iter().map(|e| e.range().end).max().unwrap_or(0);
+        match repo.store().head(&Pack::key(pack)).await {
+            Ok(meta) if meta.size > end => adopt.push((*pack, entries.clone())),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut unindexed = Unindexed {
+        blobs: adopt.iter().map(|(_, e)| e.len()).sum(),
+        packs: adopt,
+        since: None,
+    };
+    let adopted = unindexed.packs.len();
+    unindexed.flush(repo).await?;
+    let all: Vec<Id> = noted.iter().map(|(id, _)| *id).collect();
+    repo.index().clear_unindexed(&all)?;
+    Ok(adopted)
 }
 
 /// Room for a full pack, its largest possible last blob and its header, so a pack's buffer
@@ -367,6 +449,7 @@ mod tests {
         }
         let written = packer.finish().await.expect("finish");
         assert_eq!((written.new_packs, written.new_blobs), (70, 70));
+        assert_eq!(written.relied.len(), 70);
         let files = store.list("index/").await.expect("list");
         assert_eq!(files.len(), 3, "32 + 32 + the last 6");
         let indexed: u64 = files.iter().map(|f| f.size).sum();

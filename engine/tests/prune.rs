@@ -1,0 +1,389 @@
+//! Prune on the in-memory store: two-phase deletion of exactly the unneeded packs, repacking,
+//! marks that backups respect, the race with a backup running meanwhile, and resuming from a
+//! killed backup's packs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use common::{open, pseudo_random, small_chunks, PASSWORD};
+use stowage_backends::faulty::FaultyStore;
+use stowage_backends::memory::MemoryStore;
+use stowage_backends::source::FsSource;
+use stowage_backends::target::FsTarget;
+use stowage_backends::{MemoryKv, Store};
+use stowage_engine::backup::{backup, BackupOptions};
+use stowage_engine::progress::NoProgress;
+use stowage_engine::prune::{prune, PruneOptions, PruneReport};
+use stowage_engine::repo::Repository;
+use stowage_engine::restore::{restore, RestoreOptions};
+use stowage_engine::snapshot::Snapshot;
+use stowage_engine::{check, Error, Id};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Arc<MemoryStore>,
+    repo: Arc<Repository>,
+}
+
+async fn fixture() -> Fixture {
+    let store = Arc::new(MemoryStore::new());
+    Repository::init(store.as_ref(), PASSWORD, &small_chunks())
+        .await
+        .unwrap();
+    Fixture {
+        dir: tempfile::tempdir().unwrap(),
+        repo: reopen(&store).await,
+        store,
+    }
+}
+
+/// A fresh handle with its own cache, as another process would open the repository.
+async fn reopen(store: &Arc<MemoryStore>) -> Arc<Repository> {
+    open(store.clone(), PASSWORD, Arc::new(MemoryKv::new()))
+        .await
+        .unwrap()
+}
+
+impl Fixture {
+    /// A directory `name` holding `files` incompressible files of 300 KB, all different
+    /// (`pseudo_random` ignores the lowest bit of its seed).
+    fn volume(&self, name: &str, files: u64, seed: u64) -> PathBuf {
+        let root = self.dir.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        for n in 0..files {
+            std::fs::write(
+                root.join(format!("file-{n}")),
+                pseudo_random(300_000, seed * 1000 + 2 * n + 1),
+            )
+            .unwrap();
+        }
+        root
+    }
+
+    async fn packs(&self) -> BTreeSet<String> {
+        keys(&self.store, "data/").await
+    }
+
+    async fn data_bytes(&self) -> u64 {
+        self.store
+            .list("data/")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.size)
+            .sum()
+    }
+
+    async fn forget(&self, id: &Id) {
+        self.store.delete(&format!("snapshots/{id}")).await.unwrap();
+    }
+
+    /// Restores `snap` and compares it with `volume`, byte for byte.
+    async fn assert_restores(&self, repo: &Arc<Repository>, snap: &Snapshot, volume: &Path) {
+        let out = self
+            .dir
+            .path()
+            .join(format!("restore-{}", Id::random().short()));
+        std::fs::create_dir_all(&out).unwrap();
+        restore(
+            Arc::clone(repo),
+            snap,
+            Arc::new(FsTarget::new(&out).unwrap()),
+            RestoreOptions::default(),
+            Arc::new(NoProgress),
+        )
+        .await
+        .unwrap();
+        let restored = out.join(volume.file_name().unwrap());
+        assert_eq!(
+            stowage_fixtures::compare::tree_differences(volume, &restored).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+}
+
+async fn keys(store: &MemoryStore, prefix: &str) -> BTreeSet<String> {
+    store
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect()
+}
+
+async fn back_up(repo: &Arc<Repository>, volume: &Path) -> stowage_engine::Result<(Id, Snapshot)> {
+    backup(
+        Arc::clone(repo),
+        Arc::new(FsSource::new(volume).unwrap()),
+        BackupOptions {
+            // About two chunks a pack: packs are easy to tell apart.
+            pack_size: 128 << 10,
+            ..BackupOptions::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+}
+
+async fn prune_at(
+    repo: &Arc<Repository>,
+    hours: i64,
+    opts: PruneOptions,
+) -> stowage_engine::Result<PruneReport> {
+    prune(
+        Arc::clone(repo),
+        &opts,
+        Utc::now() + Duration::hours(hours),
+        Arc::new(NoProgress),
+    )
+    .await
+}
+
+/// Marks wait an hour.
+fn hour() -> PruneOptions {
+    PruneOptions {
+        grace: Duration::hours(1),
+        ..PruneOptions::default()
+    }
+}
+
+async fn check_ok(repo: &Arc<Repository>) {
+    let report = check::check(Arc::clone(repo), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn forget_then_prunes_past_the_grace_period_delete_exactly_the_unneeded_packs() {
+    let f = fixture().await;
+    let (a, b, c) = (
+        f.volume("a", 4, 1),
+        f.volume("b", 4, 2),
+        f.volume("c", 4, 3),
+    );
+    let (_, snap_a) = back_up(&f.repo, &a).await.unwrap();
+    let after_a = f.packs().await;
+    let (id_b, _) = back_up(&f.repo, &b).await.unwrap();
+    let only_b: BTreeSet<String> = f.packs().await.difference(&after_a).cloned().collect();
+    let (_, snap_c) = back_up(&f.repo, &c).await.unwrap();
+    let before = f.packs().await;
+    assert!(only_b.len() >= 4, "{only_b:?}");
+
+    // Nothing is unneeded yet.
+    let report = prune_at(&f.repo, 0, hour()).await.unwrap();
+    assert_eq!((report.packs_marked, report.packs_deleted), (0, 0));
+
+    f.forget(&id_b).await;
+    let dry = prune_at(
+        &f.repo,
+        0,
+        PruneOptions {
+            dry_run: true,
+            ..hour()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(dry.packs_marked, only_b.len());
+    assert!(
+        keys(&f.store, "marks/").await.is_empty(),
+        "a dry run writes nothing"
+    );
+
+    // Phase one marks b's packs and deletes nothing.
+    let first = prune_at(&f.repo, 0, hour()).await.unwrap();
+    assert_eq!((first.packs_marked, first.packs_deleted), (only_b.len(), 0));
+    assert_eq!(f.packs().await, before);
+    // Within the grace period: still nothing deleted.
+    let early = prune_at(&f.repo, 0, hour()).await.unwrap();
+    assert_eq!(
+        (early.packs_deleted, early.packs_pending),
+        (0, only_b.len())
+    );
+
+    // Past it: exactly b's packs go, and their bytes.
+    let bytes_before = f.data_bytes().await;
+    let second = prune_at(&f.repo, 2, hour()).await.unwrap();
+    assert_eq!(second.packs_deleted, only_b.len());
+    let expected: BTreeSet<String> = before.difference(&only_b).cloned().collect();
+    assert_eq!(f.packs().await, expected);
+    assert_eq!(bytes_before - f.data_bytes().await, second.bytes_deleted);
+    assert!(keys(&f.store, "marks/").await.is_empty());
+
+    for repo in [&f.repo, &reopen(&f.store).await] {
+        check_ok(repo).await;
+        f.assert_restores(repo, &snap_a, &a).await;
+        f.assert_restores(repo, &snap_c, &c).await;
+    }
+}
+
+#[tokio::test]
+async fn partly_used_packs_are_repacked_and_their_old_copies_deleted_later() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 6, 7);
+    let (first, _) = backup(
+        Arc::clone(&f.repo),
+        Arc::new(FsSource::new(&volume).unwrap()),
+        // Everything in one pack.
+        BackupOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    for n in 0..3 {
+        std::fs::remove_file(volume.join(format!("file-{n}"))).unwrap();
+    }
+    let (_, snap) = back_up(&f.repo, &volume).await.unwrap();
+    f.forget(&first).await;
+    let bytes_before = f.data_bytes().await;
+
+    let report = prune_at(&f.repo, 0, hour()).await.unwrap();
+    assert!(report.packs_repacked >= 1, "{report:?}");
+    assert_eq!(report.packs_deleted, 0);
+    // Old and new copies side by side during the grace period; both readers work.
+    check_ok(&f.repo).await;
+    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
+        .await;
+
+    let later = prune_at(&f.repo, 2, hour()).await.unwrap();
+    assert!(later.packs_deleted >= report.packs_repacked);
+    let freed = bytes_before - f.data_bytes().await;
+    assert!(
+        freed >= 3 * 300_000,
+        "three 300 KB files freed, only {freed} bytes went"
+    );
+    check_ok(&f.repo).await;
+    for repo in [&f.repo, &reopen(&f.store).await] {
+        f.assert_restores(repo, &snap, &volume).await;
+    }
+}
+
+#[tokio::test]
+async fn a_backup_stores_anew_what_only_marked_packs_hold() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 3, 9);
+    let (id, _) = back_up(&f.repo, &volume).await.unwrap();
+    f.forget(&id).await;
+    let marked = prune_at(&f.repo, 0, hour()).await.unwrap();
+    assert!(marked.packs_marked > 0);
+
+    // The same data again: the marked packs hold it, but they are on their way out.
+    let repo = reopen(&f.store).await;
+    let (_, snap) = back_up(&repo, &volume).await.unwrap();
+    assert!(snap.summary.new_bytes >= 3 * 300_000, "{:?}", snap.summary);
+
+    let deleted = prune_at(&repo, 2, hour()).await.unwrap();
+    assert_eq!(deleted.packs_deleted, marked.packs_marked);
+    check_ok(&repo).await;
+    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
+        .await;
+}
+
+#[tokio::test]
+async fn a_snapshot_relying_on_a_pack_marked_meanwhile_is_refused_when_deletion_is_near() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 3, 11);
+    let (id, _) = back_up(&f.repo, &volume).await.unwrap();
+    // This handle's view of the marks is from before the prune, like a backup that started
+    // before it.
+    let running = reopen(&f.store).await;
+    f.forget(&id).await;
+    prune(
+        Arc::clone(&f.repo),
+        &PruneOptions {
+            grace: Duration::minutes(1),
+            ..Default::default()
+        },
+        Utc::now(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let before = keys(&f.store, "snapshots/").await;
+    match back_up(&running, &volume).await {
+        Err(Error::PruneRace { packs, .. }) => assert!(packs > 0),
+        other => panic!("expected a prune race, got {other:?}"),
+    }
+    assert_eq!(
+        keys(&f.store, "snapshots/").await,
+        before,
+        "no snapshot written"
+    );
+
+    // Run again, it sees the marks and stores the blobs anew.
+    let (_, snap) = back_up(&reopen(&f.store).await, &volume).await.unwrap();
+    prune_at(&f.repo, 1, hour()).await.unwrap();
+    check_ok(&f.repo).await;
+    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
+        .await;
+}
+
+#[tokio::test]
+async fn a_snapshot_written_within_the_grace_period_keeps_its_marked_packs() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 3, 13);
+    let (id, _) = back_up(&f.repo, &volume).await.unwrap();
+    let running = reopen(&f.store).await;
+    f.forget(&id).await;
+    // The default grace period: a day.
+    let report = prune_at(&f.repo, 0, PruneOptions::default()).await.unwrap();
+    assert!(report.packs_marked > 0);
+    assert_eq!(report.packs_pending, report.packs_marked);
+
+    // A backup that started before the marks relies on the marked packs: allowed, the
+    // deletion is far off; the next prune finds them needed again.
+    let (_, snap) = back_up(&running, &volume).await.unwrap();
+    assert_eq!(snap.summary.new_bytes, 0, "{:?}", snap.summary);
+    let later = prune_at(&f.repo, 30, hour()).await.unwrap();
+    assert_eq!(later.packs_deleted, 0);
+    assert!(later.packs_unmarked > 0);
+    assert!(keys(&f.store, "marks/").await.is_empty());
+    check_ok(&f.repo).await;
+    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
+        .await;
+}
+
+#[tokio::test]
+async fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 3, 15);
+    back_up(&f.repo, &volume).await.unwrap();
+    let lost = f.packs().await.into_iter().next().unwrap();
+    f.store.delete(&lost).await.unwrap();
+    let before = (f.packs().await, keys(&f.store, "index/").await);
+    match prune_at(&f.repo, 0, hour()).await {
+        Err(Error::Invalid(message)) => assert!(message.contains("run `stowage check`")),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!((f.packs().await, keys(&f.store, "index/").await), before);
+    assert!(keys(&f.store, "marks/").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_rerun_indexes_and_reuses_the_packs_a_failed_backup_stored() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 4, 17);
+    // No index file can be written: the backup fails after storing its packs.
+    let kv = Arc::new(MemoryKv::new());
+    let faulty = Arc::new(FaultyStore::new(f.store.clone()));
+    faulty.fail_puts_under(Some("index/"));
+    let repo = open(faulty, PASSWORD, kv.clone()).await.unwrap();
+    assert!(back_up(&repo, &volume).await.is_err());
+    let packs = f.packs().await.len() as u64;
+    assert!(packs >= 4, "{packs} packs");
+    assert!(keys(&f.store, "index/").await.is_empty());
+
+    let repo = open(f.store.clone(), PASSWORD, kv).await.unwrap();
+    let (_, snap) = back_up(&repo, &volume).await.unwrap();
+    assert_eq!(snap.summary.adopted_packs, packs);
+    assert_eq!((snap.summary.new_blobs, snap.summary.new_packs), (0, 0));
+    check_ok(&repo).await;
+    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
+        .await;
+}
