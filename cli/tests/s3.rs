@@ -518,6 +518,16 @@ fn under_object_lock_every_object_a_snapshot_needs_stays_retained() {
     // Benchmark objects could never be deleted from a retaining store.
     let err = night2.fails(&["bench-store", "s3://vault/bench"]);
     assert!(err.contains("retained"), "{err}");
+
+    // Nor can prune delete anything there: it says so and changes nothing.
+    let objects_before = objects(&rt, &repo).len();
+    let err = night2.fails(&["prune"]);
+    assert!(
+        err.contains("Object Lock") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(objects(&rt, &repo).len(), objects_before);
+    night2.ok(&["prune", "--dry-run"]);
 }
 
 #[test]

@@ -1,18 +1,20 @@
-//! Marks: packs a prune found unreferenced and will delete once their grace period has passed
-//! (FORMAT.md, "Prune").
+//! Marks: packs a prune found unneeded and will delete once their grace period has passed
+//! (FORMAT.md, "Marks and prune").
 //!
 //! A mark names a pack, when it was marked and the time from which a later prune may delete
-//! it if it is still unreferenced then. `marks/<id>` objects are sealed JSON and, like every
+//! it if it is still unneeded then. `marks/<id>` objects are sealed JSON and, like every
 //! object, never change: a prune writes the marks still pending into a new file before
 //! deleting the files it read. Two files naming one pack (a prune killed between the two
-//! steps) mean the earliest deletion time.
+//! steps) mean the earliest deletion time. The mark of a deleted pack stays for one more
+//! grace period (a tombstone), for the check below.
 //!
 //! Backups take no lock, so marks are how prune and backups stay out of each other's way:
 //! - a backup never reuses a blob whose only indexed copy is in a marked pack (it stores the
 //!   blob again), so nothing started after a mark depends on the marked pack;
 //! - before writing its snapshot, a backup re-reads the marks and refuses to write the
-//!   snapshot when a pack it relies on may be deleted within [`SAFETY_MARGIN`]. Otherwise
-//!   its snapshot exists before any prune may delete that pack, and that prune sees it.
+//!   snapshot when a pack it relies on may be deleted within [`SAFETY_MARGIN`] (or was).
+//!   Otherwise its snapshot exists before any prune may delete that pack, and that prune
+//!   sees it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -58,6 +60,14 @@ impl Mark {
     pub fn expired(&self, now: DateTime<Utc>) -> bool {
         self.delete_after <= now.timestamp()
     }
+
+    /// Whether the mark of a deleted pack is still kept at `now`: for one more grace period
+    /// after the deletion time, so that a backup that started before the mark and ran longer
+    /// than the grace period still finds it and refuses its snapshot.
+    pub fn tombstone_kept(&self, now: DateTime<Utc>) -> bool {
+        let grace = self.delete_after.saturating_sub(self.marked).max(0);
+        now.timestamp() < self.delete_after.saturating_add(grace)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -75,33 +85,49 @@ pub struct Marks {
 }
 
 impl Marks {
-    /// Reads every `marks/` object.
+    /// Reads every `marks/` object. A prune replaces mark files by writing the new one before
+    /// deleting the old, so a file gone between listing and reading means a newer listing
+    /// has its successor: read again.
     pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Self> {
+        for _ in 0..4 {
+            if let Some(marks) = Self::try_load(store, keys).await? {
+                return Ok(marks);
+            }
+        }
+        Err(Error::Invalid(
+            "mark files keep changing while being read (several prunes at once?); try again".into(),
+        ))
+    }
+
+    async fn try_load(store: &dyn Store, keys: &Keys) -> Result<Option<Self>> {
         let files: Vec<Id> = store
             .list("marks/")
             .await?
             .iter()
             .filter_map(|m| m.key.strip_prefix("marks/")?.parse().ok())
             .collect();
-        let read: Vec<MarkFile> = futures::stream::iter(files.clone())
+        let read: Vec<Option<MarkFile>> = futures::stream::iter(files.clone())
             .map(|id| async move {
                 let key = format!("marks/{id}");
                 let sealed = match store.get(&key).await {
                     Ok(sealed) => sealed,
-                    // Replaced by a prune since the listing: its marks are in a newer file,
-                    // or were resolved.
-                    Err(e) if e.is_not_found() => return Ok(MarkFile::default()),
+                    Err(e) if e.is_not_found() => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
                 if Id::hash_of(&sealed) != id {
                     return Err(Error::corrupt(key, "content does not match its name"));
                 }
                 let plain = keys.open(&sealed, || key.clone())?;
-                serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key, e.to_string()))
+                serde_json::from_slice(&plain)
+                    .map(Some)
+                    .map_err(|e| Error::corrupt(key, e.to_string()))
             })
             .buffer_unordered(8)
             .try_collect()
             .await?;
+        let Some(read) = read.into_iter().collect::<Option<Vec<MarkFile>>>() else {
+            return Ok(None);
+        };
         let mut marks = Marks {
             files,
             by_pack: HashMap::new(),
@@ -109,7 +135,7 @@ impl Marks {
         for mark in read.into_iter().flat_map(|f| f.marks) {
             marks.add(mark);
         }
-        Ok(marks)
+        Ok(Some(marks))
     }
 
     /// Adds a mark, keeping the earliest deletion time of a pack marked twice.

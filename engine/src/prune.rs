@@ -1,4 +1,4 @@
-//! The prune pipeline (FORMAT.md, "Prune"): inventory -> what the snapshots need -> a plan ->
+//! The prune pipeline (FORMAT.md, "Prune"): what the snapshots need -> inventory -> a plan ->
 //! repack -> marks -> index files -> deletions.
 //!
 //! Prune is two-phase and takes no lock. A pack no snapshot needs is only marked; a later
@@ -89,7 +89,7 @@ pub struct PruneReport {
     pub unused_bytes_kept: u64,
 }
 
-/// Everything the repository holds, read before the snapshots are.
+/// Everything the repository holds, read after the snapshots are.
 struct Inventory {
     marks: Marks,
     /// Index files and what they name.
@@ -138,9 +138,10 @@ impl Inventory {
 struct Plan {
     /// Packs whose needed blobs move to new packs, with those blobs.
     repack: Vec<(Id, Vec<PackEntry>)>,
-    /// Marks to write: pending ones carried over and new ones (repacked packs get theirs
-    /// once their blobs have moved).
+    /// Marks carried over: pending ones, and those of deleted packs (tombstones).
     marks: Vec<Mark>,
+    /// Packs to mark now (repacked packs are marked once their blobs have moved).
+    mark: Vec<Id>,
     delete: Vec<Id>,
     /// Packs to take out of the index files: those deleted and those already gone.
     unindex: HashSet<Id>,
@@ -195,13 +196,12 @@ fn plan(
             Some(mark) if mark.expired(now) => {
                 plan.delete.push(*pack);
                 plan.unindex.insert(*pack);
+                plan.marks
+                    .extend(Some(*mark).filter(|m| m.tombstone_kept(now)));
                 report.bytes_deleted += size;
             }
             Some(mark) => plan.marks.push(*mark),
-            None if used.is_empty() => {
-                plan.marks.push(Mark::new(*pack, now, opts.grace));
-                report.packs_marked += 1;
-            }
+            None if used.is_empty() => plan.mark.push(*pack),
             None if unused_bytes > 0
                 && unused_bytes as f64
                     >= opts.repack_unused * (used_bytes + unused_bytes) as f64 =>
@@ -224,30 +224,35 @@ fn plan(
         match marked(pack) {
             Some(mark) if mark.expired(now) => {
                 plan.delete.push(*pack);
+                plan.marks
+                    .extend(Some(*mark).filter(|m| m.tombstone_kept(now)));
                 report.bytes_deleted += size;
             }
             Some(mark) => plan.marks.push(*mark),
-            None => {
-                plan.marks.push(Mark::new(*pack, now, opts.grace));
-                report.packs_marked += 1;
-            }
+            None => plan.mark.push(*pack),
         }
     }
+    // Marks of packs already deleted stay a while as tombstones (see `Mark::tombstone_kept`).
+    plan.marks
+        .extend(inventory.marks.by_pack.values().filter(|m| {
+            !inventory.stored.contains_key(&m.pack)
+                && !indexed.contains_key(&m.pack)
+                && m.tombstone_kept(now)
+        }));
 
     report.packs_deleted = plan.delete.len();
     report.packs_repacked = plan.repack.len();
-    report.packs_marked += plan.repack.len();
+    report.packs_marked = plan.mark.len() + plan.repack.len();
     report.blobs_repacked = plan.repack.iter().map(|(_, e)| e.len() as u64).sum();
-    // Marked once this prune is done, repacked packs included.
+    // Stored packs marked once this prune is done.
+    let deleted: HashSet<&Id> = plan.delete.iter().collect();
+    let newly = plan.mark.iter().chain(plan.repack.iter().map(|(p, _)| p));
     let pending: Vec<Mark> = plan
         .marks
         .iter()
+        .filter(|m| inventory.stored.contains_key(&m.pack) && !deleted.contains(&m.pack))
         .copied()
-        .chain(
-            plan.repack
-                .iter()
-                .map(|(p, _)| Mark::new(*p, now, opts.grace)),
-        )
+        .chain(newly.map(|p| Mark::new(*p, now, opts.grace)))
         .collect();
     report.packs_pending = pending.len();
     report.bytes_pending = pending
@@ -266,12 +271,25 @@ pub async fn prune(
     now: DateTime<Utc>,
     progress: Arc<dyn Progress>,
 ) -> Result<PruneReport> {
+    if repo.store().retains() && !opts.dry_run {
+        return Err(Error::Invalid(format!(
+            "{} keeps every object under Object Lock retention: prune cannot delete them \
+             before it ends (and every backup extends it for what it uses); nothing was changed",
+            repo.store().describe()
+        )));
+    }
     let started = Instant::now();
+    progress.phase("prune: snapshots", None);
+    // Snapshots first: the index files and packs each one needs were written before it, so
+    // the inventory read next has them all. A snapshot written later is not seen; its
+    // backup checked the marks before writing it (see `crate::marks`).
+    let snapshots = repo.snapshots().await?;
+    repo.index()
+        .sync(repo.store().as_ref(), repo.keys())
+        .await?;
+    let needed = crate::reach::reachable(&repo, snapshots.iter().map(|(_, s)| s)).await?;
     progress.phase("prune: inventory", None);
     let inventory = Inventory::read(&repo).await?;
-    let snapshots = repo.snapshots().await?;
-    progress.phase("prune: snapshots", None);
-    let needed = crate::reach::reachable(&repo, snapshots.iter().map(|(_, s)| s)).await?;
     let mut plan = plan(&inventory, &needed, opts, now)?;
     plan.report.snapshots = snapshots.len();
     plan.report.dry_run = opts.dry_run;
@@ -281,12 +299,13 @@ pub async fn prune(
 
     progress.phase("prune: repack", Some(plan.report.bytes_repacked));
     plan.report.packs_new = repack(&repo, &plan.repack, opts.pack_size, &progress).await?;
+    // Dated when written: the grace period starts when backups can see the mark.
     let marked_at = now + Duration::from_std(started.elapsed()).unwrap_or_default();
-    plan.marks.extend(
-        plan.repack
-            .iter()
-            .map(|(pack, _)| Mark::new(*pack, marked_at, opts.grace)),
-    );
+    let newly = plan.mark.iter().chain(plan.repack.iter().map(|(p, _)| p));
+    let new_marks: Vec<Mark> = newly
+        .map(|pack| Mark::new(*pack, marked_at, opts.grace))
+        .collect();
+    plan.marks.extend(new_marks);
 
     progress.phase("prune: delete", Some(plan.report.bytes_deleted));
     let store = repo.store().as_ref();

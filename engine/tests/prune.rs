@@ -130,15 +130,16 @@ async fn back_up(repo: &Arc<Repository>, volume: &Path) -> stowage_engine::Resul
     .await
 }
 
+/// Prunes as if `minutes` from now.
 async fn prune_at(
     repo: &Arc<Repository>,
-    hours: i64,
+    minutes: i64,
     opts: PruneOptions,
 ) -> stowage_engine::Result<PruneReport> {
     prune(
         Arc::clone(repo),
         &opts,
-        Utc::now() + Duration::hours(hours),
+        Utc::now() + Duration::minutes(minutes),
         Arc::new(NoProgress),
     )
     .await
@@ -209,11 +210,15 @@ async fn forget_then_prunes_past_the_grace_period_delete_exactly_the_unneeded_pa
 
     // Past it: exactly b's packs go, and their bytes.
     let bytes_before = f.data_bytes().await;
-    let second = prune_at(&f.repo, 2, hour()).await.unwrap();
+    let second = prune_at(&f.repo, 90, hour()).await.unwrap();
     assert_eq!(second.packs_deleted, only_b.len());
     let expected: BTreeSet<String> = before.difference(&only_b).cloned().collect();
     assert_eq!(f.packs().await, expected);
     assert_eq!(bytes_before - f.data_bytes().await, second.bytes_deleted);
+    // The deleted packs' marks stay one more grace period, then go.
+    assert_eq!(keys(&f.store, "marks/").await.len(), 1);
+    let third = prune_at(&f.repo, 240, hour()).await.unwrap();
+    assert_eq!((third.packs_deleted, third.packs_marked), (0, 0));
     assert!(keys(&f.store, "marks/").await.is_empty());
 
     for repo in [&f.repo, &reopen(&f.store).await] {
@@ -251,7 +256,7 @@ async fn partly_used_packs_are_repacked_and_their_old_copies_deleted_later() {
     f.assert_restores(&reopen(&f.store).await, &snap, &volume)
         .await;
 
-    let later = prune_at(&f.repo, 2, hour()).await.unwrap();
+    let later = prune_at(&f.repo, 90, hour()).await.unwrap();
     assert!(later.packs_deleted >= report.packs_repacked);
     let freed = bytes_before - f.data_bytes().await;
     assert!(
@@ -278,7 +283,7 @@ async fn a_backup_stores_anew_what_only_marked_packs_hold() {
     let (_, snap) = back_up(&repo, &volume).await.unwrap();
     assert!(snap.summary.new_bytes >= 3 * 300_000, "{:?}", snap.summary);
 
-    let deleted = prune_at(&repo, 2, hour()).await.unwrap();
+    let deleted = prune_at(&repo, 90, hour()).await.unwrap();
     assert_eq!(deleted.packs_deleted, marked.packs_marked);
     check_ok(&repo).await;
     f.assert_restores(&reopen(&f.store).await, &snap, &volume)
@@ -315,10 +320,26 @@ async fn a_snapshot_relying_on_a_pack_marked_meanwhile_is_refused_when_deletion_
         before,
         "no snapshot written"
     );
+    // Still refused once the packs are gone: their marks outlive them.
+    // Deleted 90 s from now: past the minute's grace, within the tombstone's.
+    let gone = prune(
+        Arc::clone(&f.repo),
+        &hour(),
+        Utc::now() + Duration::seconds(90),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(gone.packs_deleted > 0);
+    assert!(matches!(
+        back_up(&running, &volume).await,
+        Err(Error::PruneRace { .. })
+    ));
+    assert_eq!(keys(&f.store, "snapshots/").await, before);
 
     // Run again, it sees the marks and stores the blobs anew.
     let (_, snap) = back_up(&reopen(&f.store).await, &volume).await.unwrap();
-    prune_at(&f.repo, 1, hour()).await.unwrap();
+    prune_at(&f.repo, 60, hour()).await.unwrap();
     check_ok(&f.repo).await;
     f.assert_restores(&reopen(&f.store).await, &snap, &volume)
         .await;
@@ -340,7 +361,7 @@ async fn a_snapshot_written_within_the_grace_period_keeps_its_marked_packs() {
     // deletion is far off; the next prune finds them needed again.
     let (_, snap) = back_up(&running, &volume).await.unwrap();
     assert_eq!(snap.summary.new_bytes, 0, "{:?}", snap.summary);
-    let later = prune_at(&f.repo, 30, hour()).await.unwrap();
+    let later = prune_at(&f.repo, 1800, hour()).await.unwrap();
     assert_eq!(later.packs_deleted, 0);
     assert!(later.packs_unmarked > 0);
     assert!(keys(&f.store, "marks/").await.is_empty());
