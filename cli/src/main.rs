@@ -119,6 +119,9 @@ enum Command {
     Copy(cmd::copy::Args),
     /// Measure a store: put/get/list throughput and latency by object size.
     BenchStore(cmd::bench_store::Args),
+    /// Compare stores side by side: what bench-store measures plus a backup and a restore of
+    /// a registry volume on each; a table, --json, or an SVG chart.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -179,5 +182,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dump(args) => cmd::dump::run(&ctx, args).await,
         Command::ImportTar(args) => cmd::import_tar::run(&ctx, args).await,
         Command::BenchStore(args) => cmd::bench_store::run(&ctx, args).await,
+        Command::Bench(args) => cmd::bench::run(&ctx, args).await,
     }
 }

@@ -388,25 +388,34 @@ fn unreachable_and_missing_buckets_are_clear_errors() {
 }
 
 #[test]
-fn bench_store_measures_every_store_and_operation() {
+fn bench_compares_every_store_operation_and_pipeline() {
     let rt = runtime();
     let server = MotoServer::start();
     rt.block_on(server.create_bucket("bench", false));
     let s = Stowage::new().with_env(server.env());
     let dir = s.path("dir-store");
-    let rows = s.json(&[
-        "bench-store",
+    let volume = generate(&VolumeSpec::small(5), &s.path("volume")).expect("generate");
+    let chart = s.path("chart.svg");
+    let dir_name = dir.to_str().expect("utf-8");
+    let report = s.json(&[
+        "bench",
         "memory://",
-        dir.to_str().expect("utf-8"),
+        dir_name,
         "s3://bench/x",
         "--sizes",
         "4K,1M",
         "--bytes",
         "2M",
+        "--volume",
+        volume.root.to_str().expect("utf-8"),
+        "--svg",
+        chart.to_str().expect("utf-8"),
         "--json",
     ]);
-    let rows = rows.as_array().expect("rows");
-    for store in ["memory", dir.to_str().expect("utf-8"), "s3://bench/x"] {
+    let rows = report["stores"].as_array().expect("store rows");
+    let pipelines = report["pipelines"].as_array().expect("pipeline rows");
+    let stores = ["memory", dir_name, "s3://bench/x"];
+    for store in stores {
         for op in ["put", "get", "list", "delete"] {
             for size in [4096u64, 1 << 20] {
                 let row = rows.iter().find(|r| {
@@ -417,12 +426,35 @@ fn bench_store_measures_every_store_and_operation() {
                 assert!(row["seconds"].as_f64().unwrap_or(0.0) > 0.0);
             }
         }
+        for op in ["backup", "restore"] {
+            let row = pipelines
+                .iter()
+                .find(|r| r["store"] == store && r["op"] == op)
+                .unwrap_or_else(|| panic!("no {op} row for {store}"));
+            assert_eq!(row["bytes"].as_u64(), Some(volume.bytes), "{row}");
+            assert_eq!(row["files"].as_u64(), Some(volume.files), "{row}");
+            assert!(row["mb_per_s"].as_f64().unwrap_or(0.0) > 0.0);
+        }
     }
     assert_eq!(rows.len(), 3 * 4 * 2);
+    assert_eq!(pipelines.len(), 3 * 2);
+
+    // The chart: one bar per store for put and get of 1 MiB, backup and restore.
+    let svg = std::fs::read_to_string(&chart).expect("chart written");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<title>").count(), 3 * 4, "{svg}");
+    for store in stores {
+        assert!(svg.contains(store), "{store} missing from the chart");
+    }
+
     let left = rt
         .block_on(store(&rt, &server, "s3://bench/x").list(""))
         .expect("list");
-    assert!(left.is_empty(), "bench objects are deleted");
+    assert!(left.is_empty(), "bench objects are deleted: {left:?}");
+    assert!(
+        files(&dir).is_empty(),
+        "nothing left in the directory store"
+    );
 }
 
 #[test]

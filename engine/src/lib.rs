@@ -4,6 +4,7 @@
 //! goes to a [`stowage_backends::target::Target`].
 
 pub mod backup;
+pub mod bench;
 pub mod check;
 pub mod chunker;
 pub mod commit;

@@ -10,11 +10,12 @@ use super::print_json;
 use crate::open::Context;
 
 #[derive(clap::Args)]
+#[group(skip)] // also flattened into `stowage bench`
 pub struct Args {
     /// Stores to measure: directories, s3://bucket/prefix, or memory:// (a baseline).
     /// Objects go under stowage-bench/ and are deleted afterwards.
     #[arg(required = true)]
-    stores: Vec<String>,
+    pub stores: Vec<String>,
     /// Object sizes, comma-separated (suffixes K, M: binary units).
     #[arg(long, default_value = "4K,1M,16M")]
     sizes: String,
@@ -26,11 +27,11 @@ pub struct Args {
     concurrency: usize,
     /// Print the rows as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// `4K`, `1M`, `16MiB`, `100` → bytes.
-fn parse_size(s: &str) -> anyhow::Result<usize> {
+pub fn parse_size(s: &str) -> anyhow::Result<usize> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(digits);
@@ -49,6 +50,34 @@ fn parse_size(s: &str) -> anyhow::Result<usize> {
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let rows = measure(ctx, &args).await?;
+    if args.json {
+        print_json(&rows)?;
+    } else {
+        print_table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a store location for benchmarking: `memory://` is a fresh in-memory store; stores
+/// that retain objects are refused, since the benchmark's objects could not be deleted.
+pub async fn bench_store_at(ctx: &Context, location: &str) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match location {
+        "memory://" | "memory" => Arc::new(MemoryStore::new()),
+        _ => ctx.new_store_at(location).await?,
+    };
+    if store.retains() {
+        bail!(
+            "{}: objects written there are retained (Object Lock), so the benchmark's \
+             objects could not be deleted; measure a bucket or prefix without retention",
+            store.describe()
+        );
+    }
+    Ok(store)
+}
+
+/// Put, get, list and delete measured on every store of `args`.
+pub async fn measure(ctx: &Context, args: &Args) -> anyhow::Result<Vec<BenchRow>> {
     let opts = BenchOptions {
         sizes: args
             .sizes
@@ -61,31 +90,21 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut rows: Vec<BenchRow> = Vec::new();
     for location in &args.stores {
-        let store: Arc<dyn Store> = match location.as_str() {
-            "memory://" | "memory" => Arc::new(MemoryStore::new()),
-            _ => ctx.new_store_at(location).await?,
-        };
-        if store.retains() {
-            bail!(
-                "{}: objects written there are retained (Object Lock), so the benchmark's \
-                 objects could not be deleted; measure a bucket or prefix without retention",
-                store.describe()
-            );
-        }
+        let store = bench_store_at(ctx, location).await?;
         if !args.json && !ctx.quiet {
             eprintln!("measuring {} ...", store.describe());
         }
         rows.extend(bench_store(store.as_ref(), &opts).await?);
     }
-    if args.json {
-        print_json(&rows)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+    Ok(rows)
+}
+
+pub fn print_table(rows: &[BenchRow]) {
     println!(
         "{:<32} {:<6} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "store", "op", "size", "requests", "MB/s", "req/s", "p50 ms", "p99 ms"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<32} {:<6} {:>9} {:>8} {:>9.1} {:>9.1} {:>9.2} {:>9.2}",
             r.store,
@@ -98,7 +117,6 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             r.latency_p99_ms
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

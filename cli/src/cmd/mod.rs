@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod backup_metadata;
+pub mod bench;
 pub mod bench_store;
 pub mod check;
 pub mod copy;
