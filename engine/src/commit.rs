@@ -8,9 +8,13 @@ use chrono::Utc;
 
 use crate::error::Result;
 use crate::id::Id;
-use crate::marks::Marks;
+use crate::marks::{Marks, SAFETY_MARGIN};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
+
+/// How long after a marks check the next snapshot write checks again.
+const RECHECK: std::time::Duration =
+    std::time::Duration::from_secs((SAFETY_MARGIN.num_seconds() / 2) as u64);
 
 /// Writes `snapshots`, in order, whose blobs are all in the packs `relied` (as the packer
 /// reported them); returns their ids.
@@ -21,12 +25,17 @@ pub async fn commit(
 ) -> Result<Vec<Id>> {
     crate::retention::protect(repo, &snapshots).await?;
     // After the slow part, right before the writes: a prune that marked one of our packs
-    // since this run began must not be able to delete it before it sees our snapshot.
-    Marks::load(repo.store().as_ref(), repo.keys())
-        .await?
-        .check_relied(relied, Utc::now())?;
+    // since this run began must not be able to delete it before it sees our snapshot. The
+    // margin covers the time from a check to a write, so many writes (copy) check again.
     let mut ids = Vec::with_capacity(snapshots.len());
+    let mut checked: Option<std::time::Instant> = None;
     for snapshot in &snapshots {
+        if checked.is_none_or(|at| at.elapsed() > RECHECK) {
+            Marks::load(repo.store().as_ref(), repo.keys())
+                .await?
+                .check_relied(relied, Utc::now())?;
+            checked = Some(std::time::Instant::now());
+        }
         ids.push(repo.save_json("snapshots", snapshot).await?);
     }
     Ok(ids)

@@ -49,6 +49,15 @@ fn sampled_entropy(data: &[u8]) -> f64 {
         .sum()
 }
 
+// zstd contexts cost more to create than a small tree takes to (de)compress: one per thread,
+// reused.
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses `data` when that pays; returns the encoding and the bytes to store (borrowed
 /// when stored raw).
 pub fn compress(data: &[u8], level: i32) -> (Compression, Cow<'_, [u8]>) {
@@ -56,7 +65,19 @@ pub fn compress(data: &[u8], level: i32) -> (Compression, Cow<'_, [u8]>) {
     if data.len() < 64 || sampled_entropy(data) > 7.9 {
         return (Compression::None, Cow::Borrowed(data));
     }
-    match zstd::bulk::compress(data, level) {
+    let packed = COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let fresh = match cell.as_ref() {
+            Some((l, _)) => *l != level,
+            None => true,
+        };
+        if fresh {
+            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = cell.as_mut().expect("just set");
+        compressor.compress(data)
+    });
+    match packed {
         Ok(packed) if packed.len() + packed.len() / 32 < data.len() => {
             (Compression::Zstd, Cow::Owned(packed))
         }
@@ -73,7 +94,14 @@ pub fn decompress(
 ) -> Result<Vec<u8>> {
     let out = match compression {
         Compression::None => data,
-        Compression::Zstd => zstd::bulk::decompress(&data, raw_len)
+        Compression::Zstd => DECOMPRESSOR
+            .with(|cell| {
+                let mut cell = cell.borrow_mut();
+                if cell.is_none() {
+                    *cell = Some(zstd::bulk::Decompressor::new()?);
+                }
+                cell.as_mut().expect("just set").decompress(&data, raw_len)
+            })
             .map_err(|e| Error::corrupt(what(), format!("zstd: {e}")))?,
     };
     if out.len() != raw_len {

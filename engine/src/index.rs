@@ -10,6 +10,8 @@
 //! | `x` + index file id | empty: that index file is already in the cache |
 //! | `d` + sha256 digest | a registry blob's size and content blob ids |
 //! | `u` + pack id | a pack this host stored that no index file names yet, and its entries |
+//! | `s-rebuild` | empty: a rebuild is under way (an interrupted one starts over) |
+//! | `s-marked` | the packs marked at the last sync (ids, concatenated) |
 //!
 //! Deleting the cache loses nothing: [`Index::sync`] rebuilds it from `index/`. The `u`
 //! records only let the next run index the packs a killed run stored ([`Index::adopt`]).
@@ -43,6 +45,10 @@ const BLOB: u8 = b'b';
 const INDEX_FILE: u8 = b'x';
 const DIGEST: u8 = b'd';
 const UNINDEXED: u8 = b'u';
+/// Present while a rebuild of the `b` and `x` records is under way.
+const REBUILD_PENDING: &[u8] = b"s-rebuild";
+/// The packs marked when the cache was last synced.
+const MARKED_AT_LAST_SYNC: &[u8] = b"s-marked";
 
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,15 +271,22 @@ impl Index {
     }
 
     /// Brings the cache up to date with the repository's `index/` and `marks/` objects.
+    ///
+    /// The cache is rebuilt from scratch when an index file went away (prune rewrote it:
+    /// locations of deleted packs must go) or a pack was newly marked (a location there
+    /// should give way to a copy in an unmarked pack). A rebuild is recorded as pending
+    /// until it completes, so one that was interrupted is started over.
     pub async fn sync(&self, store: &dyn Store, keys: &Keys) -> Result<SyncReport> {
-        let marks = crate::marks::Marks::load(store, keys).await?;
-        *self.marked.write().unwrap_or_else(|e| e.into_inner()) = marks.packs();
+        let marked = crate::marks::Marks::load(store, keys).await?.packs();
+        let newly_marked = !marked.is_subset(&self.marked_at_last_sync()?);
+        *self.marked.write().unwrap_or_else(|e| e.into_inner()) = marked.clone();
         let listed: HashSet<Id> = list_index_files(store).await?.into_iter().collect();
         let mut known = self.known_index_files()?;
         let mut report = SyncReport::default();
-        if !known.is_subset(&listed) {
-            // An index file went away (rewritten by prune): start over rather than keep
-            // locations of packs that may be gone.
+        let pending = self.kv.get(REBUILD_PENDING)?.is_some();
+        if pending || newly_marked || !known.is_subset(&listed) {
+            self.kv
+                .put_batch(&[(REBUILD_PENDING.to_vec(), Vec::new())])?;
             self.clear()?;
             known.clear();
             report.rebuilt = true;
@@ -285,7 +298,23 @@ impl Index {
             .buffer_unordered(8)
             .try_for_each(|(id, packs)| async move { self.add(id, &packs) })
             .await?;
+        let marked: Vec<u8> = marked.iter().flat_map(|id| id.0).collect();
+        self.kv
+            .put_batch(&[(MARKED_AT_LAST_SYNC.to_vec(), marked)])?;
+        if report.rebuilt {
+            self.kv.delete_batch(&[REBUILD_PENDING.to_vec()])?;
+        }
         Ok(report)
+    }
+
+    fn marked_at_last_sync(&self) -> Result<HashSet<Id>> {
+        let Some(v) = self.kv.get(MARKED_AT_LAST_SYNC)? else {
+            return Ok(HashSet::new());
+        };
+        if v.len() % 32 != 0 {
+            return Err(Error::corrupt("local cache", "bad marked-packs record"));
+        }
+        Ok(v.chunks(32).filter_map(Id::from_slice).collect())
     }
 
     /// Notes a pack this host stored before any index file names it.
@@ -410,5 +439,53 @@ mod tests {
         assert!(report.rebuilt);
         assert!(!index.contains(&Id([2; 32])).expect("contains"));
         assert!(index.contains(&Id([1; 32])).expect("contains"));
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_rebuild_starts_over_and_new_marks_rebuild() {
+        let store = MemoryStore::new();
+        let keys = Keys::random();
+        let index = Index::new(Arc::new(MemoryKv::new()));
+        let plain = encode_index_file(&[(Id([9; 32]), vec![entry(1)])]);
+        let sealed = keys.seal(&plain);
+        let name = format!("index/{}", Id::hash_of(&sealed));
+        store.put(&name, Bytes::from(sealed)).await.expect("put");
+        assert!(!index.sync(&store, &keys).await.expect("sync").rebuilt);
+
+        // A rebuild killed after its `x` records went but before the stale `b` ones did.
+        let stale = Location {
+            pack: Id([7; 32]),
+            entry: entry(5),
+        };
+        index
+            .kv
+            .put_batch(&[
+                (REBUILD_PENDING.to_vec(), Vec::new()),
+                (key(BLOB, &[5; 32]), stale.encode()),
+            ])
+            .expect("put");
+        let report = index.sync(&store, &keys).await.expect("sync");
+        assert!(report.rebuilt);
+        assert!(!index.contains(&Id([5; 32])).expect("contains"));
+        assert!(index.contains(&Id([1; 32])).expect("contains"));
+        assert!(!index.sync(&store, &keys).await.expect("sync").rebuilt);
+
+        // A pack marked since the last sync: rebuilt, and its blobs are no longer usable.
+        let now = chrono::Utc::now();
+        crate::marks::write(
+            &store,
+            &keys,
+            vec![crate::marks::Mark::new(
+                Id([9; 32]),
+                now,
+                chrono::Duration::hours(1),
+            )],
+        )
+        .await
+        .expect("mark");
+        assert!(index.sync(&store, &keys).await.expect("sync").rebuilt);
+        assert_eq!(index.usable(&Id([1; 32])).expect("usable"), None);
+        assert!(index.contains(&Id([1; 32])).expect("contains"));
+        assert!(!index.sync(&store, &keys).await.expect("sync").rebuilt);
     }
 }

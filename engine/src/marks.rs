@@ -31,6 +31,10 @@ use crate::id::Id;
 /// time between that check and the snapshot's write, plus the clocks' disagreement.
 pub const SAFETY_MARGIN: Duration = Duration::minutes(10);
 
+/// The least time the mark of a deleted pack is kept: even with a short grace period (or
+/// none, `--grace 0s`), a backup that was running is refused rather than left broken.
+pub const TOMBSTONE_MIN: Duration = Duration::hours(24);
+
 /// One marked pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
@@ -62,11 +66,13 @@ impl Mark {
     }
 
     /// Whether the mark of a deleted pack is still kept at `now`: for one more grace period
-    /// after the deletion time, so that a backup that started before the mark and ran longer
-    /// than the grace period still finds it and refuses its snapshot.
+    /// after the deletion time, and at least [`TOMBSTONE_MIN`], so that a backup that
+    /// started before the mark and ran longer than the grace period still finds it and
+    /// refuses its snapshot.
     pub fn tombstone_kept(&self, now: DateTime<Utc>) -> bool {
         let grace = self.delete_after.saturating_sub(self.marked).max(0);
-        now.timestamp() < self.delete_after.saturating_add(grace)
+        let keep = grace.max(TOMBSTONE_MIN.num_seconds());
+        now.timestamp() < self.delete_after.saturating_add(keep)
     }
 }
 

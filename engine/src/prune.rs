@@ -184,6 +184,8 @@ fn plan(
         let Some(&size) = inventory.stored.get(pack) else {
             report.packs_missing += 1;
             plan.unindex.insert(*pack);
+            plan.marks
+                .extend(marked(pack).filter(|m| m.tombstone_kept(now)).copied());
             continue;
         };
         let (used, unused): (Vec<&PackEntry>, Vec<&PackEntry>) =
@@ -287,7 +289,14 @@ pub async fn prune(
     repo.index()
         .sync(repo.store().as_ref(), repo.keys())
         .await?;
-    let needed = crate::reach::reachable(&repo, snapshots.iter().map(|(_, s)| s)).await?;
+    let needed = crate::reach::reachable(&repo, snapshots.iter().map(|(_, s)| s))
+        .await
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "prune stopped before changing anything: the snapshots' trees cannot all be \
+                 read ({e}); run `stowage check`"
+            ))
+        })?;
     progress.phase("prune: inventory", None);
     let inventory = Inventory::read(&repo).await?;
     let mut plan = plan(&inventory, &needed, opts, now)?;

@@ -319,8 +319,16 @@ impl Repository {
             .filter_map(|m| m.key.strip_prefix("snapshots/")?.parse().ok())
             .collect();
         let mut snapshots: Vec<(Id, Snapshot)> = futures::stream::iter(ids)
-            .map(|id| async move { Ok::<_, Error>((id, self.load_json("snapshots", &id).await?)) })
+            .map(|id| async move {
+                match self.load_json("snapshots", &id).await {
+                    Ok(snapshot) => Ok(Some((id, snapshot))),
+                    // Forgotten since the listing.
+                    Err(Error::Store(e)) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
             .buffer_unordered(16)
+            .try_filter_map(|found| async move { Ok(found) })
             .try_collect()
             .await?;
         snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));

@@ -215,9 +215,12 @@ async fn forget_then_prunes_past_the_grace_period_delete_exactly_the_unneeded_pa
     let expected: BTreeSet<String> = before.difference(&only_b).cloned().collect();
     assert_eq!(f.packs().await, expected);
     assert_eq!(bytes_before - f.data_bytes().await, second.bytes_deleted);
-    // The deleted packs' marks stay one more grace period, then go.
+    // The deleted packs' marks stay as tombstones (at least a day), then go.
     assert_eq!(keys(&f.store, "marks/").await.len(), 1);
-    let third = prune_at(&f.repo, 240, hour()).await.unwrap();
+    let third = prune_at(&f.repo, 23 * 60, hour()).await.unwrap();
+    assert_eq!((third.packs_deleted, third.packs_marked), (0, 0));
+    assert_eq!(keys(&f.store, "marks/").await.len(), 1);
+    let third = prune_at(&f.repo, 26 * 60, hour()).await.unwrap();
     assert_eq!((third.packs_deleted, third.packs_marked), (0, 0));
     assert!(keys(&f.store, "marks/").await.is_empty());
 

@@ -127,14 +127,20 @@ impl Archiver {
                         children.push(tokio::spawn(me.archive_dir(child_rel, entry, subtree)));
                     }
                     EntryKind::File => {
+                        // Unchanged content is decided here, without a blocking task: most
+                        // files of a nightly backup are unchanged.
+                        if let Some(node) =
+                            self.known_file(&child_rel, &entry, previous.as_ref())?
+                        {
+                            children.push(tokio::spawn(async move { Ok(node) }));
+                            continue;
+                        }
                         let slot = Arc::clone(&self.file_slots)
                             .acquire_owned()
                             .await
                             .expect("semaphore open");
                         children.push(tokio::spawn(async move {
-                            let node =
-                                blocking(move || me.archive_file(&child_rel, &entry, previous))
-                                    .await;
+                            let node = blocking(move || me.read_file(&child_rel, &entry)).await;
                             drop(slot);
                             node
                         }));
@@ -221,16 +227,29 @@ impl Archiver {
         Ok(None)
     }
 
-    fn archive_file(&self, rel: &Path, meta: &EntryMeta, previous: Option<Node>) -> Result<Node> {
+    /// The file's node when its content need not be read.
+    fn known_file(
+        &self,
+        rel: &Path,
+        meta: &EntryMeta,
+        previous: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let Some(content) = self.known_content(rel, meta, previous)? else {
+            return Ok(None);
+        };
         let mut node = Node::from_meta(meta).expect("files have nodes");
         add(&self.counts.files, 1);
-        if let Some(content) = self.known_content(rel, meta, previous.as_ref())? {
-            add(&self.counts.files_unchanged, 1);
-            add(&self.counts.bytes, meta.size);
-            self.progress.advance(meta.size);
-            node.content = Some(content);
-            return Ok(node);
-        }
+        add(&self.counts.files_unchanged, 1);
+        add(&self.counts.bytes, meta.size);
+        self.progress.advance(meta.size);
+        node.content = Some(content);
+        Ok(Some(node))
+    }
+
+    /// Reads the file's content into blobs.
+    fn read_file(&self, rel: &Path, meta: &EntryMeta) -> Result<Node> {
+        let mut node = Node::from_meta(meta).expect("files have nodes");
+        add(&self.counts.files, 1);
         let reader = self
             .source
             .open(rel)
