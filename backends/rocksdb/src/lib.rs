@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, DB};
 use stowage_backends::kv::{KvError, KvResult, KvStore};
 
 pub struct RocksKv {
@@ -19,6 +19,16 @@ impl RocksKv {
         opts.set_write_buffer_size(8 << 20);
         opts.set_max_write_buffer_number(2);
         opts.set_keep_log_file_num(2);
+        // Lookups are point gets, most of them for blobs not stored yet: a Bloom filter per
+        // table answers those without reading a block, and index and filter blocks live in a
+        // small block cache instead of each open table holding its own, so memory stays flat
+        // as the index grows (BENCHMARKS.md, "A large index").
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_block_cache(&Cache::new_lru_cache(16 << 20));
+        opts.set_block_based_table_factory(&table);
         let db =
             DB::open(&opts, dir).map_err(|e| KvError(format!("opening {}: {e}", dir.display())))?;
         Ok(Self { db })

@@ -50,7 +50,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 (pack, blobs)
             })
             .collect();
-        repo.save_sealed("index", &encode_index_file(&packs)).await?;
+        repo.save_sealed("index", &encode_index_file(&packs))
+            .await?;
         written += in_file;
     }
     println!("{written} synthetic index entries written to {dir}");

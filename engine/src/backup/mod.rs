@@ -50,7 +50,7 @@ impl Default for BackupOptions {
             force: false,
             ignore_inode: false,
             ignore_ctime: false,
-            readers: 3,
+            readers: 2,
             pack_size: 16 << 20,
         }
     }
