@@ -82,6 +82,14 @@ impl Fixture {
         self.store.delete(&format!("snapshots/{id}")).await.unwrap();
     }
 
+    /// `check --read-data` passes through `repo`, and `snap` restores exactly through a
+    /// handle with a fresh cache.
+    async fn assert_sound(&self, repo: &Arc<Repository>, snap: &Snapshot, volume: &Path) {
+        check_ok(repo).await;
+        self.assert_restores(&reopen(&self.store).await, snap, volume)
+            .await;
+    }
+
     /// Restores `snap` and compares it with `volume`, byte for byte.
     async fn assert_restores(&self, repo: &Arc<Repository>, snap: &Snapshot, volume: &Path) {
         let out = self
@@ -255,9 +263,7 @@ async fn partly_used_packs_are_repacked_and_their_old_copies_deleted_later() {
     assert!(report.packs_repacked >= 1, "{report:?}");
     assert_eq!(report.packs_deleted, 0);
     // Old and new copies side by side during the grace period; both readers work.
-    check_ok(&f.repo).await;
-    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
-        .await;
+    f.assert_sound(&f.repo, &snap, &volume).await;
 
     let later = prune_at(&f.repo, 90, hour()).await.unwrap();
     assert!(later.packs_deleted >= report.packs_repacked);
@@ -288,9 +294,7 @@ async fn a_backup_stores_anew_what_only_marked_packs_hold() {
 
     let deleted = prune_at(&repo, 90, hour()).await.unwrap();
     assert_eq!(deleted.packs_deleted, marked.packs_marked);
-    check_ok(&repo).await;
-    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
-        .await;
+    f.assert_sound(&repo, &snap, &volume).await;
 }
 
 #[tokio::test]
@@ -343,9 +347,7 @@ async fn a_snapshot_relying_on_a_pack_marked_meanwhile_is_refused_when_deletion_
     // Run again, it sees the marks and stores the blobs anew.
     let (_, snap) = back_up(&reopen(&f.store).await, &volume).await.unwrap();
     prune_at(&f.repo, 60, hour()).await.unwrap();
-    check_ok(&f.repo).await;
-    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
-        .await;
+    f.assert_sound(&f.repo, &snap, &volume).await;
 }
 
 #[tokio::test]
@@ -368,9 +370,7 @@ async fn a_snapshot_written_within_the_grace_period_keeps_its_marked_packs() {
     assert_eq!(later.packs_deleted, 0);
     assert!(later.packs_unmarked > 0);
     assert!(keys(&f.store, "marks/").await.is_empty());
-    check_ok(&f.repo).await;
-    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
-        .await;
+    f.assert_sound(&f.repo, &snap, &volume).await;
 }
 
 #[tokio::test]
@@ -407,7 +407,5 @@ async fn a_rerun_indexes_and_reuses_the_packs_a_failed_backup_stored() {
     let (_, snap) = back_up(&repo, &volume).await.unwrap();
     assert_eq!(snap.summary.adopted_packs, packs);
     assert_eq!((snap.summary.new_blobs, snap.summary.new_packs), (0, 0));
-    check_ok(&repo).await;
-    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
-        .await;
+    f.assert_sound(&repo, &snap, &volume).await;
 }
