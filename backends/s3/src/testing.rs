@@ -145,7 +145,8 @@ impl Drop for MotoServer {
     }
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1, for a test server.
+pub fn free_port() -> u16 {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
