@@ -86,7 +86,11 @@ impl FsSource {
 
 /// Reads an entry's metadata without following a final symlink.
 pub fn entry_meta(path: &Path, name: Vec<u8>) -> io::Result<EntryMeta> {
-    let meta = fs::symlink_metadata(path)?;
+    entry_meta_from(&fs::symlink_metadata(path)?, path, name)
+}
+
+/// [`entry_meta`] from metadata already read (`path` is read only for a symlink's target).
+fn entry_meta_from(meta: &fs::Metadata, path: &Path, name: Vec<u8>) -> io::Result<EntryMeta> {
     let file_type = meta.file_type();
     let kind = if file_type.is_file() {
         EntryKind::File
@@ -149,7 +153,12 @@ impl Source for FsSource {
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name().as_bytes().to_vec();
-            match entry_meta(&entry.path(), name) {
+            // `DirEntry::metadata` is an lstat relative to the open directory: no walk of
+            // the whole path per entry.
+            match entry
+                .metadata()
+                .and_then(|meta| entry_meta_from(&meta, &entry.path(), name))
+            {
                 Ok(meta) => entries.push(meta),
                 // Removed between the listing and the lstat (registry GC, an upload
                 // finishing): it is simply not part of this backup.

@@ -58,6 +58,12 @@ pub struct Archiver {
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
+/// A directory entry's node: known at once (unchanged files, symlinks) or being made.
+enum Child {
+    Ready(Node),
+    Task(tokio::task::JoinHandle<Result<Node>>),
+}
+
 fn display(rel: &Path) -> String {
     rel.display().to_string()
 }
@@ -92,25 +98,65 @@ impl Archiver {
         })
     }
 
+    /// Lists the directories `dirs`, a few per blocking task: one task per directory would
+    /// cost more in thread hand-offs than a cached listing takes, while several tasks keep
+    /// high-latency mounts busy.
+    async fn list_dirs(&self, dirs: Vec<PathBuf>) -> Vec<Result<Vec<EntryMeta>>> {
+        const TASKS: usize = 8;
+        let per_task = dirs.len().div_ceil(TASKS).max(4);
+        let mut batches = Vec::new();
+        let mut dirs = dirs.into_iter().peekable();
+        while dirs.peek().is_some() {
+            let batch: Vec<PathBuf> = dirs.by_ref().take(per_task).collect();
+            let source = Arc::clone(&self.source);
+            let slots = Arc::clone(&self.dir_slots);
+            batches.push(tokio::spawn(async move {
+                let _slot = slots.acquire().await.expect("semaphore open");
+                let listed = tokio::task::spawn_blocking(move || {
+                    batch
+                        .iter()
+                        .map(|at| source.read_dir(at).map_err(|e| Error::io(display(at), e)))
+                        .collect::<Vec<_>>()
+                })
+                .await;
+                listed.map_err(|e| Error::Invalid(format!("worker panicked: {e}")))
+            }));
+        }
+        let mut listings = Vec::new();
+        for batch in batches {
+            match batch.await {
+                Ok(Ok(listed)) => listings.extend(listed),
+                Ok(Err(e)) => listings.push(Err(e)),
+                Err(e) => listings.push(Err(Error::Invalid(format!("task failed: {e}")))),
+            }
+        }
+        listings
+    }
+
     /// Archives the directory at `rel`, returning its node; `parent` is the same directory's
-    /// tree in the parent snapshot.
+    /// tree in the parent snapshot, `listing` its entries when already read.
     pub fn archive_dir(
         self: Arc<Self>,
         rel: PathBuf,
         meta: EntryMeta,
         parent: Option<Id>,
+        listing: Option<Result<Vec<EntryMeta>>>,
     ) -> BoxFuture<'static, Result<Node>> {
         async move {
-            let entries = {
-                let _slot = self.dir_slots.acquire().await.expect("semaphore open");
-                let (source, at) = (Arc::clone(&self.source), rel.clone());
-                blocking(move || source.read_dir(&at).map_err(|e| Error::io(display(&at), e)))
-                    .await?
+            let entries = match listing {
+                Some(listing) => listing?,
+                None => self.list_dirs(vec![rel.clone()]).await.remove(0)?,
             };
             let parent_tree = match parent {
                 Some(id) => Some(self.repo.load_tree(&id).await?),
                 None => None,
             };
+            let subdirs: Vec<PathBuf> = entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Dir)
+                .map(|e| rel.join(std::ffi::OsStr::from_bytes(&e.name)))
+                .collect();
+            let mut listings = self.list_dirs(subdirs).await.into_iter();
             let mut children = Vec::with_capacity(entries.len());
             for entry in entries {
                 let child_rel = rel.join(std::ffi::OsStr::from_bytes(&entry.name));
@@ -124,7 +170,10 @@ impl Archiver {
                         let subtree = previous
                             .filter(|p| p.kind == NodeKind::Dir)
                             .and_then(|p| p.subtree);
-                        children.push(tokio::spawn(me.archive_dir(child_rel, entry, subtree)));
+                        let listing = listings.next();
+                        children.push(Child::Task(tokio::spawn(
+                            me.archive_dir(child_rel, entry, subtree, listing),
+                        )));
                     }
                     EntryKind::File => {
                         // Unchanged content is decided here, without a blocking task: most
@@ -132,23 +181,23 @@ impl Archiver {
                         if let Some(node) =
                             self.known_file(&child_rel, &entry, previous.as_ref())?
                         {
-                            children.push(tokio::spawn(async move { Ok(node) }));
+                            children.push(Child::Ready(node));
                             continue;
                         }
                         let slot = Arc::clone(&self.file_slots)
                             .acquire_owned()
                             .await
                             .expect("semaphore open");
-                        children.push(tokio::spawn(async move {
+                        children.push(Child::Task(tokio::spawn(async move {
                             let node = blocking(move || me.read_file(&child_rel, &entry)).await;
                             drop(slot);
                             node
-                        }));
+                        })));
                     }
                     EntryKind::Symlink => {
                         add(&self.counts.symlinks, 1);
                         let node = Node::from_meta(&entry).expect("symlinks have nodes");
-                        children.push(tokio::spawn(async move { Ok(node) }));
+                        children.push(Child::Ready(node));
                     }
                     EntryKind::Other => self.progress.warn(&format!(
                         "{}: skipped (not a file, directory or symlink)",
@@ -158,10 +207,13 @@ impl Archiver {
             }
             let mut nodes = Vec::with_capacity(children.len());
             for child in children {
-                match child
-                    .await
-                    .map_err(|e| Error::Invalid(format!("task failed: {e}")))?
-                {
+                let node = match child {
+                    Child::Ready(node) => Ok(node),
+                    Child::Task(task) => task
+                        .await
+                        .map_err(|e| Error::Invalid(format!("task failed: {e}")))?,
+                };
+                match node {
                     Ok(node) => nodes.push(node),
                     Err(Error::Io { path, cause })
                         if cause.kind() == std::io::ErrorKind::NotFound =>
@@ -172,8 +224,16 @@ impl Archiver {
                     Err(e) => return Err(e),
                 }
             }
-            let tree = serde_json::to_vec(&Tree { nodes }).expect("trees serialize");
-            let id = self.packer.add_async(BlobKind::Tree, &tree).await?;
+            let tree = Tree { nodes };
+            // Unchanged directory: its tree is the parent's, already stored (unless only in
+            // a pack a prune marked); no need to encode and hash it again.
+            let id = match (parent, &parent_tree) {
+                (Some(id), Some(before)) if *before == tree && self.packer.stored(&[id])? => id,
+                _ => {
+                    let bytes = serde_json::to_vec(&tree).expect("trees serialize");
+                    self.packer.add_async(BlobKind::Tree, &bytes).await?
+                }
+            };
             add(&self.counts.dirs, 1);
             let mut node = Node::from_meta(&meta).expect("directories have nodes");
             node.subtree = Some(id);

@@ -103,7 +103,7 @@ pub async fn backup(
         parent.as_ref().map(|(_, p)| p.time.timestamp() - 1),
     );
     let root_node = Arc::clone(&archiver)
-        .archive_dir(PathBuf::new(), root, parent_dir)
+        .archive_dir(PathBuf::new(), root, parent_dir, None)
         .await?;
     let root_tree = serde_json::to_vec(&Tree {
         nodes: vec![root_node],
