@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stowage_fixtures::{generate, VolumeSpec};
 
-use common::{gnu_tar_sha256, settle, Stowage};
+use common::{gnu_tar_sha256, settle, signal, Stowage};
 
 /// A snapshot that must restore exactly: its id and the GNU tar digest of what it saved.
 struct Kept {
@@ -90,6 +90,16 @@ fn data_bytes(repo: &Path) -> u64 {
             .unwrap_or(0)
     }
     walk(&repo.join("data"))
+}
+
+fn pack_count(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("data"))
+        .map(|dirs| {
+            dirs.flatten()
+                .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn prune_json(s: &Stowage, args: &[&str]) -> Value {
@@ -222,21 +232,36 @@ fn four_backups_and_prunes_at_once_lose_nothing() {
         .iter()
         .map(|root| spawn_quiet(&s, &["backup", root.to_str().expect("utf-8"), "--json"]))
         .collect();
-    let mut prunes = Vec::new();
-    let mut overlapped = 0;
-    loop {
-        prunes.push(prune_json(&s, &[]));
-        let running = backups
-            .iter_mut()
-            .map(|c| c.try_wait().expect("try_wait"))
-            .filter(Option::is_none)
-            .count();
-        if running == 0 {
-            break;
-        }
-        overlapped += 1;
+    // Once the backups are storing packs, stop them where they are, prune, and let them go
+    // on: the prune runs while every unfinished backup is mid-way, whatever the timing.
+    let packs_before = pack_count(Path::new(&s.repo));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pack_count(Path::new(&s.repo)) == packs_before {
+        assert!(Instant::now() < deadline, "the backups stored no pack");
+        std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(overlapped >= 1, "no prune finished while backups ran");
+    let paused: Vec<u32> = backups
+        .iter_mut()
+        .filter_map(|c| match c.try_wait().expect("try_wait") {
+            None => Some(c.id()),
+            Some(_) => None,
+        })
+        .collect();
+    for pid in &paused {
+        signal(*pid, libc::SIGSTOP);
+    }
+    let mut prunes = vec![prune_json(&s, &[])];
+    for pid in &paused {
+        signal(*pid, libc::SIGCONT);
+    }
+    assert!(!paused.is_empty(), "every backup finished before the prune");
+    // And prunes keep running until the backups are done.
+    while backups
+        .iter_mut()
+        .any(|c| c.try_wait().expect("try_wait").is_none())
+    {
+        prunes.push(prune_json(&s, &[]));
+    }
     assert!(
         count(&prunes[0], "packs_deleted") > 0,
         "the first prune beside the backups deletes the forgotten volumes' packs: {}",

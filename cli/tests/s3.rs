@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{settle, Stowage};
+use common::{settle, signal, Stowage};
 use stowage_backends::Store;
 use stowage_fixtures::compare::tree_differences;
 use stowage_fixtures::{generate, VolumeSpec};
@@ -100,12 +100,6 @@ fn wait_for_a_pack(rt: &tokio::runtime::Runtime, store: &S3Store, child: &mut Ch
         assert!(Instant::now() < deadline, "no pack appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
 
 #[test]
