@@ -148,6 +148,34 @@ struct Plan {
     report: PruneReport,
 }
 
+/// Each needed blob's home: the stored pack whose copy is kept, unmarked packs first. Fails
+/// when a needed blob is in no stored pack.
+fn homes(
+    inventory: &Inventory,
+    indexed: &BTreeMap<Id, &[PackEntry]>,
+    needed: &HashSet<Id>,
+) -> Result<HashMap<Id, Id>> {
+    let mut home: HashMap<Id, Id> = HashMap::new();
+    let candidates = indexed
+        .iter()
+        .filter(|(pack, _)| inventory.stored.contains_key(pack));
+    let (live, doomed): (Vec<_>, Vec<_>) =
+        candidates.partition(|(pack, _)| !inventory.marks.is_marked(pack));
+    for (pack, entries) in live.into_iter().chain(doomed) {
+        for e in entries.iter().filter(|e| needed.contains(&e.id)) {
+            home.entry(e.id).or_insert(*pack);
+        }
+    }
+    if let Some(lost) = needed.iter().find(|id| !home.contains_key(id)) {
+        let count = needed.iter().filter(|id| !home.contains_key(id)).count();
+        return Err(Error::Invalid(format!(
+            "prune stopped before changing anything: snapshots need {count} blob(s) that are \
+             in no stored pack (e.g. blob {lost}); run `stowage check`"
+        )));
+    }
+    Ok(home)
+}
+
 fn plan(
     inventory: &Inventory,
     needed: &HashSet<Id>,
@@ -161,25 +189,7 @@ fn plan(
     report.packs = inventory.stored.len();
     report.stored_bytes = inventory.stored.values().sum();
 
-    // Each needed blob gets one home: a stored pack, unmarked ones first.
-    let mut home: HashMap<Id, Id> = HashMap::new();
-    let candidates = indexed
-        .iter()
-        .filter(|(pack, _)| inventory.stored.contains_key(pack));
-    let (live, doomed): (Vec<_>, Vec<_>) = candidates.partition(|(pack, _)| marked(pack).is_none());
-    for (pack, entries) in live.into_iter().chain(doomed) {
-        for e in entries.iter().filter(|e| needed.contains(&e.id)) {
-            home.entry(e.id).or_insert(*pack);
-        }
-    }
-    if let Some(lost) = needed.iter().find(|id| !home.contains_key(id)) {
-        let count = needed.iter().filter(|id| !home.contains_key(id)).count();
-        return Err(Error::Invalid(format!(
-            "prune stopped before changing anything: snapshots need {count} blob(s) that are \
-             in no stored pack (e.g. blob {lost}); run `stowage check`"
-        )));
-    }
-
+    let home = homes(inventory, &indexed, needed)?;
     for (pack, entries) in &indexed {
         let Some(&size) = inventory.stored.get(pack) else {
             report.packs_missing += 1;
