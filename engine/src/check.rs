@@ -67,10 +67,8 @@ pub async fn check(
             .errors
             .push(format!("index names pack {pack}, which is missing"));
     }
-    let unindexed = packs
-        .keys()
-        .filter(|p| !blobs_by_pack.contains_key(p))
-        .count();
+    let named = repo.index().packs()?;
+    let unindexed = packs.keys().filter(|p| !named.contains(p)).count();
     if unindexed > 0 {
         report.notes.push(format!(
             "{unindexed} pack(s) are in no index (left by an interrupted backup; reused or pruned later)"

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `b` + blob id | pack id + pack entry (78 bytes) |
 //! | `x` + index file id | empty: that index file is already in the cache |
+//! | `p` + pack id | empty: an index file names that pack |
 //! | `d` + sha256 digest | a registry blob's size and content blob ids |
 //! | `u` + pack id | a pack this host stored that no index file names yet, and its entries |
 //! | `s-rebuild` | empty: a rebuild is under way (an interrupted one starts over) |
@@ -45,6 +46,7 @@ const BLOB: u8 = b'b';
 const INDEX_FILE: u8 = b'x';
 const DIGEST: u8 = b'd';
 const UNINDEXED: u8 = b'u';
+const PACK: u8 = b'p';
 /// Present while a rebuild of the `b` and `x` records is under way.
 const REBUILD_PENDING: &[u8] = b"s-rebuild";
 /// The packs marked when the cache was last synced.
@@ -224,6 +226,11 @@ impl Index {
                 (key(BLOB, &entry.id.0), loc.encode())
             })
         }));
+        pairs.extend(
+            packs
+                .iter()
+                .map(|(pack, _)| (key(PACK, &pack.0), Vec::new())),
+        );
         pairs.push((key(INDEX_FILE, &index_file.0), Vec::new()));
         self.kv.put_batch(&pairs)?;
         Ok(())
@@ -256,8 +263,18 @@ impl Index {
         Ok(known)
     }
 
+    /// Every pack an index file names (a pack whose blobs all have a copy elsewhere too).
+    pub fn packs(&self) -> Result<HashSet<Id>> {
+        let mut packs = HashSet::new();
+        self.kv.scan_prefix(&[PACK], &mut |k, _| {
+            packs.extend(Id::from_slice(&k[1..]));
+            true
+        })?;
+        Ok(packs)
+    }
+
     fn clear(&self) -> Result<()> {
-        for prefix in [INDEX_FILE, BLOB] {
+        for prefix in [INDEX_FILE, BLOB, PACK] {
             let mut keys = Vec::new();
             self.kv.scan_prefix(&[prefix], &mut |k, _| {
                 keys.push(k.to_vec());
@@ -284,7 +301,14 @@ impl Index {
         let mut known = self.known_index_files()?;
         let mut report = SyncReport::default();
         let pending = self.kv.get(REBUILD_PENDING)?.is_some();
-        if pending || newly_marked || !known.is_subset(&listed) {
+        // A cache written before `p` records existed.
+        let mut any_pack = false;
+        self.kv.scan_prefix(&[PACK], &mut |_, _| {
+            any_pack = true;
+            false
+        })?;
+        let old_format = !known.is_empty() && !any_pack;
+        if pending || newly_marked || old_format || !known.is_subset(&listed) {
             self.kv
                 .put_batch(&[(REBUILD_PENDING.to_vec(), Vec::new())])?;
             self.clear()?;

@@ -409,3 +409,31 @@ async fn a_rerun_indexes_and_reuses_the_packs_a_failed_backup_stored() {
     assert_eq!((snap.summary.new_blobs, snap.summary.new_packs), (0, 0));
     f.assert_sound(&repo, &snap, &volume).await;
 }
+
+#[tokio::test]
+async fn duplicate_packs_count_as_indexed_and_one_copy_is_pruned() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 3, 19);
+    // Two hosts back up the same data at once: neither knows the other's packs, so every
+    // blob is stored twice.
+    let (a, b) = (reopen(&f.store).await, reopen(&f.store).await);
+    let (first, second) = tokio::join!(back_up(&a, &volume), back_up(&b, &volume));
+    let (_, snap) = first.unwrap();
+    second.unwrap();
+    let repo = reopen(&f.store).await;
+    let checked = check::check(Arc::clone(&repo), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(checked.is_ok() && checked.notes.is_empty(), "{checked:?}");
+
+    // Prune keeps one copy of each blob and marks the other packs, then deletes them.
+    let bytes_before = f.data_bytes().await;
+    let marked = prune_at(&repo, 0, hour()).await.unwrap();
+    assert!(marked.packs_marked > 0, "{marked:?}");
+    prune_at(&repo, 90, hour()).await.unwrap();
+    assert!(
+        f.data_bytes().await * 10 < bytes_before * 6,
+        "one copy of two is left"
+    );
+    f.assert_sound(&repo, &snap, &volume).await;
+}
