@@ -120,10 +120,15 @@ async fn upload(
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
     let uploads = packs
         .map(|pack| {
-            let store = Arc::clone(repo.store());
+            let repo = Arc::clone(&repo);
             async move {
                 let len = pack.bytes.len() as u64;
-                store
+                // Noted before it is stored: a pack can become visible in the store some
+                // time before `put` returns (a directory store syncs the directory after the
+                // rename), and a run killed then must still leave the pack to the next one.
+                // A note of a pack that never landed is dropped at adoption.
+                repo.index().note_unindexed(&pack.id, &pack.entries)?;
+                repo.store()
                     .put(&Pack::key(&pack.id), Bytes::from(pack.bytes))
                     .await?;
                 Ok::<_, Error>((pack.id, pack.entries, len))
@@ -147,8 +152,6 @@ async fn index_as_stored(
     // Index files are small: writing one holds up the pack uploads only briefly.
     while let Some(stored) = uploads.next().await {
         let (id, entries, len) = stored?;
-        // Until an index file names it, only this note lets a later run reuse the pack.
-        repo.index().note_unindexed(&id, &entries)?;
         done.packs.push(id);
         done.stored_bytes += len;
         if unindexed.blobs + entries.len() > INDEX_FILE_ENTRIES {
