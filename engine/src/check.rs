@@ -62,12 +62,18 @@ pub async fn check(
     let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
     repo.index()
         .for_each(&mut |blob, loc| blobs_by_pack.entry(loc.pack).or_default().push(blob))?;
-    for pack in blobs_by_pack.keys().filter(|p| !packs.contains_key(p)) {
-        report
-            .errors
-            .push(format!("index names pack {pack}, which is missing"));
-    }
     let named = repo.index().packs()?;
+    for pack in named.iter().filter(|p| !packs.contains_key(p)) {
+        match blobs_by_pack.contains_key(pack) {
+            true => report
+                .errors
+                .push(format!("index names pack {pack}, which is missing")),
+            // Every blob of it has another copy: nothing is lost, prune drops it.
+            false => report.notes.push(format!(
+                "index names pack {pack}, which is missing; its blobs have other copies"
+            )),
+        }
+    }
     let unindexed = packs.keys().filter(|p| !named.contains(p)).count();
     if unindexed > 0 {
         report.notes.push(format!(

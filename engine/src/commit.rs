@@ -23,7 +23,7 @@ pub async fn commit(
     snapshots: Vec<Snapshot>,
     relied: &HashSet<Id>,
 ) -> Result<Vec<Id>> {
-    crate::retention::protect(repo, &snapshots).await?;
+    crate::retention::protect(repo, relied).await?;
     // After the slow part, right before the writes: a prune that marked one of our packs
     // since this run began must not be able to delete it before it sees our snapshot. The
     // margin covers the time from a check to a write, so many writes (copy) check again.

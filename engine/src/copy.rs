@@ -22,8 +22,6 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 
-/// Trees loaded from the source at once while planning.
-const TREE_LOADS: usize = 16;
 /// Blobs of one pack closer than this are fetched in one read, the gap read over.
 const MAX_GAP: u64 = 1 << 20;
 /// A read spans at most this many bytes (or one blob, when that is larger).
@@ -168,14 +166,11 @@ pub async fn plan(
     plan.snapshots
         .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
 
+    // Every tree is walked, also those the destination holds: after an interrupted copy a
+    // tree may be indexed while its children are not.
     let mut missing = Missing::default();
-    missing
-        .walk(src, dst, plan.snapshots.iter().map(|(_, s)| s.tree))
-        .await?;
-    for (_, snap) in &plan.snapshots {
-        for blob in snap.extra_blobs() {
-            missing.want(src, dst, *blob)?;
-        }
+    for id in crate::reach::reachable(src, plan.snapshots.iter().map(|(_, s)| s)).await? {
+        missing.want(src, dst, id)?;
     }
     plan.blobs = missing.blobs.len() as u64;
     plan.bytes = missing
@@ -210,37 +205,6 @@ impl Missing {
         let loc = src.index().lookup(&id)?.ok_or(Error::MissingBlob(id))?;
         self.blobs.insert(id);
         self.by_pack.entry(loc.pack).or_default().push(loc.entry);
-        Ok(())
-    }
-
-    /// Walks every tree under `roots`, level by level. A tree the destination holds is still
-    /// walked: after an interrupted copy a tree may be indexed while its children are not.
-    async fn walk(
-        &mut self,
-        src: &Repository,
-        dst: &Repository,
-        roots: impl Iterator<Item = Id>,
-    ) -> Result<()> {
-        let mut visited = HashSet::new();
-        let mut level: Vec<Id> = roots.filter(|id| visited.insert(*id)).collect();
-        while !level.is_empty() {
-            let trees: Vec<_> = futures::stream::iter(level)
-                .map(|id| async move { Ok::<_, Error>((id, src.load_tree(&id).await?)) })
-                .buffer_unordered(TREE_LOADS)
-                .try_collect()
-                .await?;
-            let mut next = Vec::new();
-            for (id, tree) in trees {
-                self.want(src, dst, id)?;
-                for node in &tree.nodes {
-                    next.extend(node.subtree.filter(|sub| visited.insert(*sub)));
-                    for blob in node.chunks() {
-                        self.want(src, dst, *blob)?;
-                    }
-                }
-            }
-            level = next;
-        }
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use crate::progress::Progress;
 use crate::registry;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Content, Node, NodeKind};
+use crate::tree::{Content, Node, NodeKind, Tree};
 
 /// One read from a pack spans at most this much (or one blob, when that is larger).
 const MAX_READ: u64 = 8 << 20;
@@ -153,6 +153,24 @@ pub(crate) async fn top_node(repo: &Repository, root: &crate::id::Id) -> Result<
     Ok(top)
 }
 
+/// The tree of the directory `node` (at `rel`), refused if an entry's name would leave it.
+pub(crate) async fn load_dir(repo: &Repository, rel: &Path, node: &Node) -> Result<Tree> {
+    let subtree = node
+        .subtree
+        .ok_or_else(|| Error::corrupt(rel.display().to_string(), "directory without tree"))?;
+    let tree = repo.load_tree(&subtree).await?;
+    if let Some(bad) = tree.nodes.iter().find(|n| !safe_name(&n.name.0)) {
+        return Err(Error::corrupt(
+            format!("tree {subtree}"),
+            format!(
+                "entry name {:?} would escape its directory",
+                bad.name.lossy()
+            ),
+        ));
+    }
+    Ok(tree)
+}
+
 /// A name that stays inside its directory.
 pub(crate) fn safe_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
@@ -209,19 +227,7 @@ impl Restorer {
 
     async fn restore_dir(self: Arc<Self>, rel: PathBuf, node: Node) -> Result<()> {
         self.target.create_dir(&rel).map_err(io_at(&rel))?;
-        let subtree = node
-            .subtree
-            .ok_or_else(|| Error::corrupt(rel.display().to_string(), "directory without tree"))?;
-        let tree = self.repo.load_tree(&subtree).await?;
-        if let Some(bad) = tree.nodes.iter().find(|n| !safe_name(&n.name.0)) {
-            return Err(Error::corrupt(
-                format!("tree {subtree}"),
-                format!(
-                    "entry name {:?} would escape its directory",
-                    bad.name.lossy()
-                ),
-            ));
-        }
+        let tree = load_dir(&self.repo, &rel, &node).await?;
         let children: Vec<_> = tree
             .nodes
             .into_iter()

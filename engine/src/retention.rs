@@ -9,31 +9,23 @@
 
 use std::collections::HashSet;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::id::Id;
 use crate::pack::Pack;
 use crate::repo::Repository;
-use crate::snapshot::Snapshot;
 
-/// Extends the retention of everything `snapshots` need; returns how many objects were
-/// extended (0 for stores without retention).
-pub async fn protect(repo: &Repository, snapshots: &[Snapshot]) -> Result<u64> {
+/// Extends the retention of everything a snapshot needs whose blobs are all in the packs
+/// `relied` (as the packer reports them); returns how many objects were extended (0 for
+/// stores without retention).
+pub async fn protect(repo: &Repository, relied: &HashSet<Id>) -> Result<u64> {
     let store = repo.store();
     if !store.retains() {
         return Ok(0);
-    }
-    let mut packs = HashSet::new();
-    for id in crate::reach::reachable(repo, snapshots).await? {
-        packs.insert(
-            repo.index()
-                .lookup(&id)?
-                .ok_or(Error::MissingBlob(id))?
-                .pack,
-        );
     }
     let mut keys = vec!["config".to_string()];
     for dir in ["keys/", "index/"] {
         keys.extend(store.list(dir).await?.into_iter().map(|m| m.key));
     }
-    keys.extend(packs.iter().map(Pack::key));
+    keys.extend(relied.iter().map(Pack::key));
     Ok(store.extend_retention(&keys).await?)
 }

@@ -40,7 +40,7 @@ use tar::{EntryType, Header};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::{read_content, safe_name, top_node, RestoreSummary};
+use crate::restore::{read_content, top_node, RestoreSummary};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 
@@ -149,20 +149,10 @@ impl Reader {
         let entry = entry(rel, node)?;
         match node.kind {
             NodeKind::Dir => {
-                let subtree = node.subtree.ok_or_else(|| {
-                    Error::corrupt(rel.display().to_string(), "directory without tree")
-                })?;
                 send(&self.tx, &self.cancelled, Piece::Entry(Box::new(entry)))?;
-                let tree = self.rt.block_on(self.repo.load_tree(&subtree))?;
-                if let Some(bad) = tree.nodes.iter().find(|n| !safe_name(&n.name.0)) {
-                    return Err(Error::corrupt(
-                        format!("tree {subtree}"),
-                        format!(
-                            "entry name {:?} would escape its directory",
-                            bad.name.lossy()
-                        ),
-                    ));
-                }
+                let tree = self
+                    .rt
+                    .block_on(crate::restore::load_dir(&self.repo, rel, &node))?;
                 self.summary.dirs += 1;
                 Ok(Some(tree.nodes.into_iter()))
             }

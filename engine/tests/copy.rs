@@ -7,18 +7,16 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{open, pseudo_random, small_chunks, PASSWORD};
+use common::{open, pseudo_random, restore_into, small_chunks, PASSWORD};
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
-use stowage_backends::target::FsTarget;
 use stowage_backends::{MemoryKv, Store};
 use stowage_engine::backup::{backup, BackupOptions};
 use stowage_engine::check::check;
 use stowage_engine::copy::{copy, copy_with, CopyOptions};
 use stowage_engine::progress::NoProgress;
 use stowage_engine::repo::{InitOptions, Repository};
-use stowage_engine::restore::{restore, RestoreOptions};
 use stowage_engine::snapshot::Snapshot;
 use stowage_engine::{Error, Id};
 
@@ -120,16 +118,7 @@ async fn assert_restores_alike(src: &Source, dst: &Arc<Repository>) {
         let mut out = Vec::new();
         for (side, repo) in [("src", &src.repo), ("dst", dst)] {
             let dir = src.dir.path().join(format!("restore-{n}-{side}"));
-            let target = Arc::new(FsTarget::new(&dir).unwrap());
-            restore(
-                Arc::clone(repo),
-                snap,
-                target,
-                RestoreOptions::default(),
-                Arc::new(NoProgress),
-            )
-            .await
-            .unwrap();
+            restore_into(repo, snap, &dir).await;
             out.push(dir.join("dtr-registry-r1"));
         }
         let diffs = stowage_fixtures::compare::tree_differences(&out[0], &out[1]).unwrap();

@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{open, pseudo_random, small_chunks, PASSWORD};
+use common::{open, pseudo_random, restore_into, small_chunks, PASSWORD};
 use filetime::FileTime;
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
@@ -18,7 +18,6 @@ use stowage_engine::backup::{backup, BackupOptions};
 use stowage_engine::progress::NoProgress;
 use stowage_engine::repo::Repository;
 use stowage_engine::restore::{restore, RestoreOptions};
-use stowage_engine::snapshot::Snapshot;
 use stowage_engine::{check, Error};
 
 /// A small volume with every kind of entry a restore must reproduce.
@@ -74,20 +73,6 @@ async fn fixture() -> Fixture {
         store,
         kv: Arc::new(MemoryKv::new()),
     }
-}
-
-/// Restores `snap` into `out` (which must not hold its directory yet).
-async fn restore_into(repo: &Arc<Repository>, snap: &Snapshot, out: &Path) {
-    let target = Arc::new(FsTarget::new(out).unwrap());
-    restore(
-        Arc::clone(repo),
-        snap,
-        target,
-        RestoreOptions::default(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
 }
 
 async fn run_backup(

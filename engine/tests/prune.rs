@@ -9,17 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use common::{open, pseudo_random, small_chunks, PASSWORD};
+use common::{open, pseudo_random, restore_into, small_chunks, PASSWORD};
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
-use stowage_backends::target::FsTarget;
 use stowage_backends::{MemoryKv, Store};
 use stowage_engine::backup::{backup, BackupOptions};
 use stowage_engine::progress::NoProgress;
 use stowage_engine::prune::{prune, PruneOptions, PruneReport};
 use stowage_engine::repo::Repository;
-use stowage_engine::restore::{restore, RestoreOptions};
 use stowage_engine::snapshot::Snapshot;
 use stowage_engine::{check, Error, Id};
 
@@ -97,15 +95,7 @@ impl Fixture {
             .path()
             .join(format!("restore-{}", Id::random().short()));
         std::fs::create_dir_all(&out).unwrap();
-        restore(
-            Arc::clone(repo),
-            snap,
-            Arc::new(FsTarget::new(&out).unwrap()),
-            RestoreOptions::default(),
-            Arc::new(NoProgress),
-        )
-        .await
-        .unwrap();
+        restore_into(repo, snap, &out).await;
         let restored = out.join(volume.file_name().unwrap());
         assert_eq!(
             stowage_fixtures::compare::tree_differences(volume, &restored).unwrap(),

@@ -23,7 +23,6 @@ use stowage_engine::repo::Repository;
 use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
 use stowage_engine::snapshot::Snapshot;
 use stowage_engine::tar_out::restore_tar;
-use stowage_engine::tree::Node;
 use stowage_engine::Error;
 use stowage_fixtures::{VolumeSpec, REGISTRY_PATH};
 
@@ -263,17 +262,6 @@ async fn gnu_tar_extracts_the_stream_to_the_volume_exactly() {
     assert!(names.contains(&format!("{top}/_data/edge/empty/").as_bytes()));
 }
 
-/// The node at `path` under the snapshot's top directory.
-async fn node_at(repo: &Repository, snapshot: &Snapshot, path: &str) -> Node {
-    let root = repo.load_tree(&snapshot.tree).await.unwrap();
-    let mut node = root.nodes[0].clone();
-    for part in path.split('/') {
-        let tree = repo.load_tree(&node.subtree.unwrap()).await.unwrap();
-        node = tree.find(part.as_bytes()).unwrap().clone();
-    }
-    node
-}
-
 /// `tar -t` fails on it, and it does not end with the end-of-archive blocks.
 fn assert_cut_short(archive: &Path) {
     let list = gnu_tar(&[OsStr::new("-tf"), archive.as_os_str()]);
@@ -310,7 +298,13 @@ async fn a_damaged_blob_ends_the_stream_inside_its_file() {
     // One blob per pack: the damage hits one chunk of the registry blob, its last.
     let b = back_up(dir, volume, Some(1)).await;
     let rel_in_volume = rel.to_str().unwrap();
-    let node = node_at(&b.repo, &b.snapshot, rel_in_volume).await;
+    let node = stowage_engine::dump::find(
+        &b.repo,
+        &b.snapshot,
+        &format!("{}/{rel_in_volume}", b.snapshot.name),
+    )
+    .await
+    .unwrap();
     assert!(node.chunks().len() > 2, "{} chunks", node.chunks().len());
     let last = node.chunks().last().unwrap();
     let pack = b.repo.index().lookup(last).unwrap().unwrap().pack;

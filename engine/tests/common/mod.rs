@@ -3,9 +3,15 @@
 
 use std::sync::Arc;
 
+use std::path::Path;
+
+use stowage_backends::target::FsTarget;
 use stowage_backends::{KvStore, Store};
 use stowage_engine::chunker::ChunkerParams;
+use stowage_engine::progress::NoProgress;
 use stowage_engine::repo::{InitOptions, Repository};
+use stowage_engine::restore::{restore, RestoreOptions};
+use stowage_engine::snapshot::Snapshot;
 
 pub const PASSWORD: &[u8] = b"correct horse";
 
@@ -42,4 +48,18 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// Restores `snap` into `out` (which must not hold its directory yet).
+pub async fn restore_into(repo: &Arc<Repository>, snap: &Snapshot, out: &Path) {
+    let target = Arc::new(FsTarget::new(out).expect("target directory"));
+    restore(
+        Arc::clone(repo),
+        snap,
+        target,
+        RestoreOptions::default(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .expect("restore");
 }
