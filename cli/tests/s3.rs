@@ -565,8 +565,9 @@ fn credentials_come_from_the_aws_profile_chain() {
     let credentials = s.path("aws-credentials");
     std::fs::write(
         &credentials,
-        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n\
-         [backup]\naws_access_key_id = from-profile\naws_secret_access_key = secret\n",
+        // Only the named profile has keys (moto accepts any): if AWS_PROFILE were ignored
+        // there would be none, and `init` would fail.
+        "[backup]\naws_access_key_id = from-profile\naws_secret_access_key = secret\n",
     )
     .expect("write credentials file");
     let command = |args: &[&str], profile: Option<&str>| {

@@ -172,14 +172,7 @@ fn metadata_tars_come_back_byte_identical() {
     // Offsite copies carry the skeleton too: the tar comes back from the copy.
     let offsite = s.path("offsite");
     s.ok(&["copy", "--to", offsite.to_str().expect("utf-8")]);
-    let copy = Stowage {
-        repo: offsite.display().to_string(),
-        ..Stowage::new()
-    };
-    let copy = Stowage {
-        password: s.password.clone(),
-        ..copy
-    };
+    let copy = Stowage::at(offsite.to_str().expect("utf-8"), Vec::new());
     copy.ok(&["check", "--read-data"]);
     let from_copy = copy.run(&["restore-metadata", "latest"]);
     assert!(

@@ -42,6 +42,8 @@ fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
 }
 
 const MAGIC: &[u8; 8] = b"STWIDX01";
+/// Index files name at most this many blobs (a single pack with more gets a file alone).
+pub const INDEX_FILE_ENTRIES: usize = 50_000;
 const BLOB: u8 = b'b';
 const INDEX_FILE: u8 = b'x';
 const DIGEST: u8 = b'd';
@@ -202,9 +204,10 @@ impl Index {
     /// Records the packs of one index file, and the file itself, in the cache. A location
     /// in a marked pack does not replace one already known.
     pub fn add(&self, index_file: Id, packs: &[(Id, Vec<PackEntry>)]) -> Result<()> {
-        let marked = self.marked().clone();
-        let (doomed, live): (Vec<_>, Vec<_>) =
-            packs.iter().partition(|(pack, _)| marked.contains(pack));
+        let (doomed, live): (Vec<_>, Vec<_>) = {
+            let marked = self.marked();
+            packs.iter().partition(|(pack, _)| marked.contains(pack))
+        };
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (pack, entries) in doomed {
             for entry in entries {

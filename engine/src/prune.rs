@@ -23,14 +23,11 @@ use serde::Serialize;
 use crate::backup::packer::Packer;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::{self, encode_index_file, Location, PackList};
+use crate::index::{self, encode_index_file, Location, PackList, INDEX_FILE_ENTRIES};
 use crate::marks::{self, Mark, Marks};
 use crate::pack::{Pack, PackEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
-
-/// Index files name at most this many blobs (as the packer writes them).
-const INDEX_FILE_ENTRIES: usize = 50_000;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {

@@ -152,7 +152,7 @@ impl Reader {
                 send(&self.tx, &self.cancelled, Piece::Entry(Box::new(entry)))?;
                 let tree = self
                     .rt
-                    .block_on(crate::restore::load_dir(&self.repo, rel, &node))?;
+                    .block_on(crate::restore::load_dir(&self.repo, rel, node))?;
                 self.summary.dirs += 1;
                 Ok(Some(tree.nodes.into_iter()))
             }

@@ -14,7 +14,7 @@ use stowage_engine::index::encode_index_file;
 use stowage_engine::pack::{BlobKind, PackEntry};
 use stowage_engine::{Id, Repository};
 
-const PER_FILE: u64 = 50_000;
+const PER_FILE: u64 = stowage_engine::index::INDEX_FILE_ENTRIES as u64;
 const PER_PACK: u64 = 2_000;
 
 #[tokio::main]

@@ -41,9 +41,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => generate(&args.generate, scratch.path())?,
     };
-    let stores = bench_store::measure(ctx, &args.stores).await?;
+    let (stores, names) = bench_store::measure(ctx, &args.stores).await?;
     let mut pipelines = Vec::new();
-    for location in &args.stores.stores {
+    for (location, name) in args.stores.stores.iter().zip(names) {
         if !args.stores.json && !ctx.quiet {
             eprintln!(
                 "backing up and restoring {} on {location} ...",
@@ -51,7 +51,6 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         // Named like the store's own rows, not the repository inside it.
-        let name = bench_store_at(ctx, location).await?.describe();
         for mut row in pipeline(ctx, location, &volume, scratch.path()).await? {
             row.store = name.clone();
             pipelines.push(row);
@@ -117,11 +116,12 @@ async fn pipeline(
     )
     .await;
     // Whatever happened, leave nothing behind.
-    for meta in store.list("").await? {
-        store.delete(&meta.key).await?;
-    }
     if Path::new(&repo_location).is_dir() {
         std::fs::remove_dir_all(&repo_location)?;
+    } else {
+        for meta in store.list("").await? {
+            store.delete(&meta.key).await?;
+        }
     }
     std::fs::remove_dir_all(&target)?;
     Ok(result?)

@@ -30,27 +30,16 @@ pub struct Args {
     pub json: bool,
 }
 
-/// `4K`, `1M`, `16MiB`, `100` → bytes.
+/// A size as the volume generator reads them (`4K`, `16MiB`, `128MB`, `100`); not zero.
 pub fn parse_size(s: &str) -> anyhow::Result<usize> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(digits);
-    let number: usize = number.parse().map_err(|_| anyhow!("{s:?} is not a size"))?;
-    let shift = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KIB" | "KB" => 10,
-        "M" | "MIB" | "MB" => 20,
-        "G" | "GIB" | "GB" => 30,
-        _ => bail!("{s:?}: unknown unit (use K, M or G)"),
-    };
-    match number.checked_shl(shift) {
-        Some(n) if n > 0 => Ok(n),
-        _ => bail!("{s:?} is not a usable size"),
+    match stowage_fixtures::parse_size(s).map_err(anyhow::Error::msg)? {
+        0 => bail!("{s:?} is not a usable size"),
+        n => usize::try_from(n).map_err(|_| anyhow!("{s:?} is too large")),
     }
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let rows = measure(ctx, &args).await?;
+    let (rows, _) = measure(ctx, &args).await?;
     if args.json {
         print_json(&rows)?;
     } else {
@@ -76,8 +65,9 @@ pub async fn bench_store_at(ctx: &Context, location: &str) -> anyhow::Result<Arc
     Ok(store)
 }
 
-/// Put, get, list and delete measured on every store of `args`.
-pub async fn measure(ctx: &Context, args: &Args) -> anyhow::Result<Vec<BenchRow>> {
+/// Put, get, list and delete measured on every store of `args`; also the stores' names, in
+/// the order given.
+pub async fn measure(ctx: &Context, args: &Args) -> anyhow::Result<(Vec<BenchRow>, Vec<String>)> {
     let opts = BenchOptions {
         sizes: args
             .sizes
@@ -89,14 +79,16 @@ pub async fn measure(ctx: &Context, args: &Args) -> anyhow::Result<Vec<BenchRow>
         ..BenchOptions::default()
     };
     let mut rows: Vec<BenchRow> = Vec::new();
+    let mut names = Vec::new();
     for location in &args.stores {
         let store = bench_store_at(ctx, location).await?;
+        names.push(store.describe());
         if !args.json && !ctx.quiet {
             eprintln!("measuring {} ...", store.describe());
         }
         rows.extend(bench_store(store.as_ref(), &opts).await?);
     }
-    Ok(rows)
+    Ok((rows, names))
 }
 
 pub fn print_table(rows: &[BenchRow]) {

@@ -17,14 +17,12 @@ use crate::compress::{compress, Compression};
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::index::encode_index_file;
+use crate::index::{encode_index_file, INDEX_FILE_ENTRIES};
 use crate::pack::{BlobKind, Pack, PackBuilder, PackEntry};
 use crate::repo::Repository;
 
 /// Packs stored concurrently.
 const UPLOADS: usize = 2;
-/// Index files name at most this many blobs.
-const INDEX_FILE_ENTRIES: usize = 50_000;
 /// An index file is written once this many stored packs are in none (or sooner, when they
 /// hold [`INDEX_FILE_ENTRIES`] blobs).
 pub const INDEX_EVERY_PACKS: usize = 32;
