@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context as _};
 use stowage_backends::fs::FsStore;
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::Repository;
+use stowage_nfs::{NfsStore, NfsUrl};
 use stowage_rocksdb::RocksKv;
 use stowage_s3::{S3Options, S3Store, S3Url};
 
@@ -22,10 +23,12 @@ pub struct Context {
     pub s3: S3Options,
 }
 
-/// Where a repository, a source or a target is: a directory or a bucket and prefix.
+/// Where a repository, a source or a target is: a directory, a bucket and prefix, or a path
+/// on an NFS server.
 pub enum Location {
     Dir(PathBuf),
     S3(S3Url),
+    Nfs(NfsUrl),
 }
 
 impl Location {
@@ -33,10 +36,13 @@ impl Location {
         if let Some(url) = S3Url::parse(location) {
             return Ok(Location::S3(url.map_err(|e| anyhow!(e))?));
         }
+        if let Some(url) = NfsUrl::parse(location) {
+            return Ok(Location::Nfs(url.map_err(|e| anyhow!(e))?));
+        }
         if let Some((scheme, _)) = location.split_once("://") {
             if scheme != "file" {
                 bail!(
-                    "{location}: unsupported location (use a directory path or s3://bucket/prefix)"
+                    "{location}: unsupported location (use a directory path, s3://bucket/prefix or nfs://host/export/path)"
                 );
             }
         }
@@ -71,6 +77,17 @@ impl Context {
     pub async fn store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
         match Location::parse(location)? {
             Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
+            Location::Nfs(url) => match NfsStore::open(&url).await {
+                Ok(store) => Ok(Arc::new(store)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(stowage_engine::Error::NoRepository {
+                        location: location.to_string(),
+                        detail: e.to_string(),
+                    }
+                    .into())
+                }
+                Err(e) => Err(e.into()),
+            },
             Location::Dir(path) => match FsStore::open(&path) {
                 Ok(store) => Ok(Arc::new(store)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -89,6 +106,11 @@ impl Context {
     pub async fn new_store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
         match Location::parse(location)? {
             Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
+            Location::Nfs(url) => Ok(Arc::new(
+                NfsStore::create(&url)
+                    .await
+                    .with_context(|| format!("creating {location}"))?,
+            )),
             Location::Dir(path) => Ok(Arc::new(
                 FsStore::create(&path).with_context(|| format!("creating {location}"))?,
             )),

@@ -15,3 +15,11 @@ pub mod target;
 
 pub use kv::{KvStore, MemoryKv};
 pub use store::{ObjectMeta, Store, StoreError, StoreResult};
+
+/// Runs a future to completion from synchronous code: on a runtime worker thread it hands
+/// the worker's other tasks to another thread first; on a blocking thread it simply waits.
+/// The [`source`] and [`target`] traits are synchronous (the engine calls them from worker
+/// threads), while network backends are async.
+pub fn block_on<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
+    tokio::task::block_in_place(|| handle.block_on(future))
+}

@@ -22,16 +22,7 @@ pub use source::S3Source;
 pub use store::S3Store;
 pub use target::S3Target;
 
-/// Runs a future to completion from synchronous code: on a runtime worker thread it hands
-/// the worker's other tasks to another thread first; on a blocking thread it simply waits.
-/// The [`source`] and [`target`] traits are synchronous (the engine calls them from worker
-/// threads), while S3 requests are async.
-pub(crate) fn block_on<F: std::future::Future>(
-    handle: &tokio::runtime::Handle,
-    future: F,
-) -> F::Output {
-    tokio::task::block_in_place(|| handle.block_on(future))
-}
+pub(crate) use stowage_backends::block_on;
 
 /// An error with its causes, each cause added only when the message does not already say
 /// it: object_store's messages repeat some causes and leave out others (such as the

@@ -6,6 +6,7 @@ use stowage_backends::source::{FsSource, Source};
 use stowage_engine::backup::{backup, BackupOptions};
 
 use super::{human_bytes, print_json};
+use stowage_nfs::NfsSource;
 use stowage_s3::S3Source;
 
 use crate::open::{hostname, Context, Location};
@@ -13,7 +14,8 @@ use crate::open::{hostname, Context, Location};
 #[derive(clap::Args)]
 pub struct Args {
     /// What to back up: a directory, e.g. /var/lib/docker/volumes/dtr-registry-<replica>,
-    /// or a registry in a bucket, s3://bucket/rootdirectory (the s3 driver's settings).
+    /// a registry in a bucket, s3://bucket/rootdirectory (the s3 driver's settings), or a
+    /// registry on NFS read without a mount, nfs://host/export/path (DTR's --nfs-storage-url).
     source: String,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
@@ -49,6 +51,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ),
         Location::S3(url) => Arc::new(
             S3Source::open(url, &ctx.s3)
+                .await
+                .with_context(|| format!("cannot back up {}", args.source))?,
+        ),
+        Location::Nfs(url) => Arc::new(
+            NfsSource::open(&url)
                 .await
                 .with_context(|| format!("cannot back up {}", args.source))?,
         ),

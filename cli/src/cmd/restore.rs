@@ -7,6 +7,7 @@ use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
 use stowage_engine::select::{check_path, normalize, registry_selection, Selection};
 
 use super::{human_bytes, print_json};
+use stowage_nfs::NfsTarget;
 use stowage_s3::S3Target;
 
 use crate::open::{Context, Location};
@@ -18,7 +19,9 @@ pub struct Args {
     /// Where to restore: a directory, in which the backed-up directory is recreated by name
     /// (like `tar -xf backup-images.tar -C /var/lib/docker/volumes`), or a bucket and
     /// prefix, s3://bucket/rootdirectory, which receives the backed-up directory's content
-    /// object for object (the registry's s3 driver layout).
+    /// object for object (the registry's s3 driver layout), or a path on NFS,
+    /// nfs://host/export/path, which receives the backed-up directory's content (written
+    /// without a mount; owners are restored when run as root on a no_root_squash export).
     #[arg(long, short = 't', required_unless_present = "format")]
     target: Option<String>,
     /// Write a tar stream instead (`tar`): GNU tar extracts it to the same tree, with
@@ -59,6 +62,14 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         Location::S3(url) => (
             Arc::new(
                 S3Target::open(url.clone(), &ctx.s3)
+                    .await
+                    .with_context(|| format!("target {url}"))?,
+            ),
+            url.to_string(),
+        ),
+        Location::Nfs(url) => (
+            Arc::new(
+                NfsTarget::open(&url)
                     .await
                     .with_context(|| format!("target {url}"))?,
             ),

@@ -1,0 +1,298 @@
+//! An NFS export as a restore target, written without a mount: the snapshot's top directory
+//! becomes the URL's path (`restore <snapshot> --target nfs://host/export` puts a registry
+//! volume back where the registry reads it), everything below it is created as in a
+//! directory restore. Files are written under a temporary name with WRITEs in flight,
+//! COMMITted, and renamed into place; owners are restored when requests are made as root
+//! (which the export must not squash).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nfs3_client::nfs3_types::nfs3::{
+    ftype3, nfs_fh3, nfstime3, sattr3, set_atime, set_mtime, writeverf3, Nfs3Option,
+};
+use stowage_backends::block_on;
+use stowage_backends::source::{EntryKind, EntryMeta};
+use stowage_backends::target::{FileSink, Target};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::client::NfsClient;
+use crate::url::NfsUrl;
+
+/// WRITEs kept in flight per file being restored.
+const WRITE_AHEAD: usize = 2;
+
+pub struct NfsTarget {
+    client: Arc<NfsClient>,
+    handle: Handle,
+    /// Handles of directories made or looked up (paths below the URL's path).
+    dirs: Mutex<HashMap<PathBuf, nfs_fh3>>,
+}
+
+impl NfsTarget {
+    /// Mounts the URL's path, which must exist. Must be called within the runtime.
+    pub async fn open(url: &NfsUrl) -> io::Result<NfsTarget> {
+        let client = NfsClient::connect(url).await?;
+        let mut dirs = HashMap::new();
+        dirs.insert(PathBuf::new(), client.root.clone());
+        Ok(NfsTarget {
+            client: Arc::new(client),
+            handle: Handle::current(),
+            dirs: Mutex::new(dirs),
+        })
+    }
+
+    /// The path below the URL's: a restored path without its first component.
+    fn inner(rel: &Path) -> PathBuf {
+        rel.components().skip(1).collect()
+    }
+
+    fn what(&self, inner: &Path) -> String {
+        self.client.url.join(&inner.to_string_lossy())
+    }
+
+    async fn dir(&self, inner: &Path) -> io::Result<nfs_fh3> {
+        if let Some(fh) = self.dirs.lock().expect("dir cache").get(inner) {
+            return Ok(fh.clone());
+        }
+        let segments: Vec<&[u8]> = inner.iter().map(|s| s.as_bytes()).collect();
+        let fh = self
+            .client
+            .walk(&self.what(inner), &segments, false)
+            .await?;
+        self.dirs
+            .lock()
+            .expect("dir cache")
+            .insert(inner.to_path_buf(), fh.clone());
+        Ok(fh)
+    }
+
+    /// The parent directory's handle and the file name of `inner`.
+    async fn parent<'p>(&self, inner: &'p Path) -> io::Result<(nfs_fh3, &'p [u8])> {
+        let name = inner
+            .file_name()
+            .ok_or_else(|| io::Error::other(format!("{}: no file name", inner.display())))?;
+        let parent = self.dir(inner.parent().unwrap_or(Path::new(""))).await?;
+        Ok((parent, name.as_bytes()))
+    }
+}
+
+fn nfs_time(secs: i64, nanos: u32) -> nfstime3 {
+    nfstime3 {
+        seconds: secs.clamp(0, i64::from(u32::MAX)) as u32,
+        nseconds: nanos,
+    }
+}
+
+impl Target for NfsTarget {
+    fn exists(&self, rel: &Path) -> io::Result<bool> {
+        let inner = Self::inner(rel);
+        block_on(&self.handle, async {
+            if inner.as_os_str().is_empty() {
+                // The export itself always exists: it counts as there once it holds anything.
+                let what = self.what(&inner);
+                return Ok(!self
+                    .client
+                    .read_dir(&what, &self.client.root)
+                    .await?
+                    .is_empty());
+            }
+            let (parent, name) = match self.parent(&inner).await {
+                Ok(found) => found,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            match self.client.lookup(&self.what(&inner), &parent, name).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn create_dir(&self, rel: &Path) -> io::Result<()> {
+        let inner = Self::inner(rel);
+        if inner.as_os_str().is_empty() {
+            return Ok(());
+        }
+        block_on(&self.handle, async {
+            let (parent, name) = self.parent(&inner).await?;
+            let fh = self
+                .client
+                .mkdir(&self.what(&inner), &parent, name, 0o700)
+                .await?;
+            self.dirs
+                .lock()
+                .expect("dir cache")
+                .insert(inner.clone(), fh);
+            Ok(())
+        })
+    }
+
+    fn create_file(&self, rel: &Path) -> io::Result<Box<dyn FileSink>> {
+        let inner = Self::inner(rel);
+        let what = self.what(&inner);
+        let (dir, name) = block_on(&self.handle, self.parent(&inner))?;
+        let temp = format!(".stowage-restore-{:016x}", rand::random::<u64>()).into_bytes();
+        let fh = block_on(&self.handle, self.client.create(&what, &dir, &temp, 0o600))?;
+        Ok(Box::new(NfsSink {
+            client: Arc::clone(&self.client),
+            handle: self.handle.clone(),
+            what,
+            dir,
+            temp,
+            name: name.to_vec(),
+            fh,
+            buffer: Vec::new(),
+            offset: 0,
+            in_flight: VecDeque::new(),
+            verifiers: Vec::new(),
+            committed: false,
+        }))
+    }
+
+    fn symlink(&self, rel: &Path, target: &[u8]) -> io::Result<()> {
+        let inner = Self::inner(rel);
+        let what = self.what(&inner);
+        block_on(&self.handle, async {
+            let (parent, name) = self.parent(&inner).await?;
+            if let Ok((_, attr)) = self.client.lookup(&what, &parent, name).await {
+                if attr.type_ == ftype3::NF3LNK {
+                    self.client.remove(&what, &parent, name).await?;
+                }
+            }
+            self.client.symlink(&what, &parent, name, target).await
+        })
+    }
+
+    fn set_meta(&self, rel: &Path, meta: &EntryMeta) -> io::Result<()> {
+        let inner = Self::inner(rel);
+        let what = self.what(&inner);
+        block_on(&self.handle, async {
+            let fh = match inner.as_os_str().is_empty() {
+                true => self.client.root.clone(),
+                false => {
+                    let (parent, name) = self.parent(&inner).await?;
+                    self.client.lookup(&what, &parent, name).await?.0
+                }
+            };
+            let mtime = nfs_time(meta.mtime.secs, meta.mtime.nanos);
+            let owner = |id| match self.client.as_root {
+                true => Nfs3Option::Some(id),
+                false => Nfs3Option::None,
+            };
+            let attr = sattr3 {
+                mode: match meta.kind {
+                    EntryKind::Symlink => Nfs3Option::None,
+                    _ => Nfs3Option::Some(meta.mode),
+                },
+                uid: owner(meta.uid),
+                gid: owner(meta.gid),
+                size: Nfs3Option::None,
+                atime: set_atime::SET_TO_CLIENT_TIME(mtime),
+                mtime: set_mtime::SET_TO_CLIENT_TIME(mtime),
+            };
+            self.client.setattr(&what, &fh, attr).await
+        })
+    }
+}
+
+/// A file being restored: WRITEs of `wsize` bytes, up to [`WRITE_AHEAD`] in flight, to a
+/// temporary name; `commit` makes them stable and renames the file into place.
+struct NfsSink {
+    client: Arc<NfsClient>,
+    handle: Handle,
+    what: String,
+    dir: nfs_fh3,
+    temp: Vec<u8>,
+    name: Vec<u8>,
+    fh: nfs_fh3,
+    buffer: Vec<u8>,
+    offset: u64,
+    in_flight: VecDeque<JoinHandle<io::Result<Option<writeverf3>>>>,
+    verifiers: Vec<writeverf3>,
+    committed: bool,
+}
+
+impl NfsSink {
+    fn send(&mut self) -> io::Result<()> {
+        let data = std::mem::take(&mut self.buffer);
+        let (client, fh, what) = (Arc::clone(&self.client), self.fh.clone(), self.what.clone());
+        let offset = self.offset;
+        self.offset += data.len() as u64;
+        self.in_flight.push_back(
+            self.handle
+                .spawn(async move { client.write(&what, &fh, offset, &data).await }),
+        );
+        while self.in_flight.len() > WRITE_AHEAD {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> io::Result<()> {
+        if let Some(task) = self.in_flight.pop_front() {
+            let verifier = block_on(&self.handle, task)
+                .map_err(|e| io::Error::other(format!("{}: {e}", self.what)))??;
+            self.verifiers.extend(verifier);
+        }
+        Ok(())
+    }
+}
+
+impl Write for NfsSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.client.wsize as usize - self.buffer.len();
+        let n = buf.len().min(room);
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == self.client.wsize as usize {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl FileSink for NfsSink {
+    fn commit(mut self: Box<Self>) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.send()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_one()?;
+        }
+        let verifiers = std::mem::take(&mut self.verifiers);
+        block_on(&self.handle, async {
+            self.client.commit(&self.what, &self.fh, verifiers).await?;
+            self.client
+                .rename(&self.what, &self.dir, &self.temp, &self.name)
+                .await
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for NfsSink {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Not committed: the temporary file goes (in the background, best effort).
+            let (client, dir, temp) = (
+                Arc::clone(&self.client),
+                self.dir.clone(),
+                self.temp.clone(),
+            );
+            let what = format!("{}/{}", self.what, String::from_utf8_lossy(&self.temp));
+            self.handle.spawn(async move {
+                let _ = client.remove(&what, &dir, &temp).await;
+            });
+        }
+    }
+}
