@@ -1,4 +1,5 @@
-//! A [`Store`] in a local directory (local disk or an NFS mount).
+//! A [`Store`] in a local directory (local disk or an NFS mount, whose transient errors are
+//! retried: [`crate::retry`]).
 //!
 //! Writes are atomic and durable: a temporary file beside the object is written, fsynced and
 //! renamed over the key, then the directory is fsynced. Directories are created 0700 and
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::retry::retry;
 use crate::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult};
 
 const TEMP_MARK: &str = ".stowage-tmp-";
@@ -75,14 +77,16 @@ impl FsStore {
         }
     }
 
-    /// Runs blocking file I/O off the async runtime.
+    /// Runs blocking file I/O off the async runtime, again on a network mount's transient
+    /// errors (every operation is safe to repeat).
     async fn blocking<T: Send + 'static>(
         &self,
         op: &'static str,
         key: &str,
-        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+        f: impl Fn() -> io::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let result = tokio::task::spawn_blocking(f)
+        let at = self.root.join(key);
+        let result = tokio::task::spawn_blocking(move || retry(&at, op, f))
             .await
             .unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
         result.map_err(|e| self.error(op, key, e))
@@ -206,7 +210,7 @@ impl Store for FsStore {
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         let path = self.path(key)?;
-        self.blocking("get_range", key, move || read_range(&path, range))
+        self.blocking("get_range", key, move || read_range(&path, range.clone()))
             .await
     }
 
@@ -219,7 +223,7 @@ impl Store for FsStore {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "not a file"));
             }
             Ok(ObjectMeta {
-                key: owned,
+                key: owned.clone(),
                 size: meta.len(),
             })
         })

@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod fs;
 pub mod kv;
 pub mod memory;
+pub mod retry;
 pub mod source;
 pub mod store;
 pub mod target;

@@ -1,11 +1,13 @@
 //! Where registry data is read from: the [`Source`] trait and the filesystem source
-//! (local disk or an NFS mount).
+//! (local disk or an NFS mount; transient NFS errors are retried, see [`crate::retry`]).
 
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::retry::{retry, Reopening};
 
 /// What kind of entry a directory listing holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +131,29 @@ fn entry_meta_from(meta: &fs::Metadata, path: &Path, name: Vec<u8>) -> io::Resul
     })
 }
 
+/// The entries of `dir`, sorted by name.
+fn list(dir: &Path) -> io::Result<Vec<EntryMeta>> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().as_bytes().to_vec();
+        // `DirEntry::metadata` is an lstat relative to the open directory: no walk of
+        // the whole path per entry.
+        match entry
+            .metadata()
+            .and_then(|meta| entry_meta_from(&meta, &entry.path(), name))
+        {
+            Ok(meta) => entries.push(meta),
+            // Removed between the listing and the lstat (registry GC, an upload
+            // finishing): it is simply not part of this backup.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
 impl Source for FsSource {
     fn kind(&self) -> &'static str {
         "fs"
@@ -149,28 +174,15 @@ impl Source for FsSource {
 
     fn read_dir(&self, rel: &Path) -> io::Result<Vec<EntryMeta>> {
         let dir = self.full(rel);
-        let mut entries = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().as_bytes().to_vec();
-            // `DirEntry::metadata` is an lstat relative to the open directory: no walk of
-            // the whole path per entry.
-            match entry
-                .metadata()
-                .and_then(|meta| entry_meta_from(&meta, &entry.path(), name))
-            {
-                Ok(meta) => entries.push(meta),
-                // Removed between the listing and the lstat (registry GC, an upload
-                // finishing): it is simply not part of this backup.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        // The whole listing again on a stale handle or a soft mount's error (NFS).
+        retry(&dir, "read_dir", || list(&dir))
     }
 
     fn open(&self, rel: &Path) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(fs::File::open(self.full(rel))?))
+        let path = self.full(rel);
+        let reopen = path.clone();
+        Ok(Box::new(Reopening::new(&path, move || {
+            fs::File::open(&reopen)
+        })?))
     }
 }
