@@ -52,6 +52,14 @@ impl Location {
     }
 }
 
+/// `name` inside `location` (a directory, bucket prefix or NFS path).
+pub fn location_join(location: &str, name: &str) -> String {
+    match NfsUrl::parse(location) {
+        Some(Ok(url)) => url.join(name),
+        _ => format!("{}/{name}", location.trim_end_matches('/')),
+    }
+}
+
 impl Context {
     pub fn new(cli: &Cli) -> Self {
         Context {

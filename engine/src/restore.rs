@@ -199,13 +199,15 @@ impl Restorer {
             match node.kind {
                 NodeKind::Dir => self.restore_dir(rel, node).await,
                 NodeKind::Symlink => {
-                    let target = node.target.as_ref().ok_or_else(|| {
+                    let target = node.target.clone().ok_or_else(|| {
                         Error::corrupt(rel.display().to_string(), "symlink without target")
                     })?;
-                    self.target.symlink(&rel, &target.0).map_err(io_at(&rel))?;
-                    self.target
-                        .set_meta(&rel, &node.meta())
-                        .map_err(io_at(&rel))?;
+                    let (at, meta) = (rel.clone(), node.meta());
+                    self.on_target(&rel, move |t| {
+                        t.symlink(&at, &target.0)?;
+                        t.set_meta(&at, &meta)
+                    })
+                    .await?;
                     self.symlinks.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
@@ -225,8 +227,28 @@ impl Restorer {
         .boxed()
     }
 
+    /// Runs a target operation (blocking: a network target waits on its server) off the
+    /// async workers, within the restore's slots. Thousands of directories are restored at
+    /// once; calling the target from their tasks directly would tie up every worker.
+    async fn on_target<T: Send + 'static>(
+        &self,
+        rel: &Path,
+        op: impl FnOnce(&dyn Target) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let target = Arc::clone(&self.target);
+        tokio::task::spawn_blocking(move || op(target.as_ref()))
+            .await
+            .map_err(|e| Error::Invalid(format!("worker panicked: {e}")))?
+            .map_err(io_at(rel))
+    }
+
     async fn restore_dir(self: Arc<Self>, rel: PathBuf, node: Node) -> Result<()> {
-        self.target.create_dir(&rel).map_err(io_at(&rel))?;
+        let at = rel.clone();
+        self.on_target(&rel, move |t| t.create_dir(&at)).await?;
         let tree = load_dir(&self.repo, &rel, &node).await?;
         let children: Vec<_> = tree
             .nodes
@@ -251,9 +273,9 @@ impl Restorer {
         if let Some(e) = first_error {
             return Err(e);
         }
-        self.target
-            .set_meta(&rel, &node.meta())
-            .map_err(io_at(&rel))?;
+        let (at, meta) = (rel.clone(), node.meta());
+        self.on_target(&rel, move |t| t.set_meta(&at, &meta))
+            .await?;
         self.dirs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

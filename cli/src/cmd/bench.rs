@@ -12,7 +12,7 @@ use stowage_engine::Id;
 
 use super::bench_store::{self, bench_store_at, parse_size};
 use super::print_json;
-use crate::open::Context;
+use crate::open::{location_join, Context};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,7 +103,7 @@ async fn pipeline(
     let run = Id::random().short();
     let repo_location = match location {
         "memory://" | "memory" => location.to_string(),
-        _ => format!("{}/stowage-bench-{run}", location.trim_end_matches('/')),
+        _ => location_join(location, &format!("stowage-bench-{run}")),
     };
     let store = bench_store_at(ctx, &repo_location).await?;
     let target = scratch.join(format!("restore-{run}"));
