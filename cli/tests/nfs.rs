@@ -11,7 +11,7 @@ use std::process::Command;
 use common::{gnu_tar_sha256, settle, Stowage};
 use stowage_fixtures::compare::tree_differences;
 use stowage_fixtures::{generate, VolumeSpec};
-use stowage_nfs::testing::Ganesha;
+use stowage_nfs::testing::{free_port, Ganesha};
 
 fn dir_name(path: &Path) -> String {
     path.file_name()
@@ -185,13 +185,6 @@ fn an_unreachable_server_is_a_clear_error() {
         s.ok(&["snapshots"]).lines().all(|l| !l.contains("nfs://")),
         "no snapshot was written"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn walk(dir: &Path) -> Vec<String> {

@@ -61,20 +61,8 @@ impl FsStore {
         Ok(self.root.join(key))
     }
 
-    fn error(&self, op: &'static str, key: &str, source: io::Error) -> StoreError {
-        if source.kind() == io::ErrorKind::NotFound && op != "put" {
-            StoreError::NotFound {
-                store: self.describe(),
-                key: key.to_string(),
-            }
-        } else {
-            StoreError::Io {
-                store: self.describe(),
-                op,
-                key: key.to_string(),
-                cause: source,
-            }
-        }
+    fn error(&self, op: &'static str, key: &str, e: io::Error) -> StoreError {
+        StoreError::from_io(self.describe(), op, key, e)
     }
 
     /// Runs blocking file I/O off the async runtime, again on a network mount's transient

@@ -13,6 +13,7 @@ pub mod retry;
 pub mod source;
 pub mod store;
 pub mod target;
+pub mod testing;
 
 pub use kv::{KvStore, MemoryKv};
 pub use store::{ObjectMeta, Store, StoreError, StoreResult};

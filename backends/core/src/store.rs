@@ -40,6 +40,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error of a file-backed store's `op` on `key`: a missing file is
+    /// [`StoreError::NotFound`] (but for `put`, where it means a missing directory).
+    pub fn from_io(store: String, op: &'static str, key: &str, cause: std::io::Error) -> Self {
+        if cause.kind() == std::io::ErrorKind::NotFound && op != "put" {
+            StoreError::NotFound {
+                store,
+                key: key.to_string(),
+            }
+        } else {
+            StoreError::Io {
+                store,
+                op,
+                key: key.to_string(),
+                cause,
+            }
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }

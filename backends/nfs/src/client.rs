@@ -152,9 +152,9 @@ macro_rules! call {
             attempt += 1;
             let mut lease = match $client.lease().await {
                 Ok(lease) => lease,
-                Err(e) if attempt < ATTEMPTS => {
+                // Cannot connect (yet): the server may be restarting.
+                Err(_) if attempt < ATTEMPTS => {
                     tokio::time::sleep(backoff(attempt)).await;
-                    let _ = e;
                     continue;
                 }
                 Err(e) => return Err($client.error($what, e)),
@@ -624,7 +624,18 @@ impl NfsClient {
         };
         let reply = call!(self, what, c => c.create(&args));
         let created = ok(reply).map_err(|e| self.error(what, e))?;
-        match created.obj {
+        self.handle_of(what, dir, file, created.obj).await
+    }
+
+    /// The handle a CREATE or MKDIR returned, or (servers may leave it out) looked up.
+    async fn handle_of(
+        &self,
+        what: &str,
+        dir: &nfs_fh3,
+        file: &[u8],
+        returned: Nfs3Option<nfs_fh3>,
+    ) -> io::Result<nfs_fh3> {
+        match returned {
             Nfs3Option::Some(fh) => Ok(fh),
             Nfs3Option::None => Ok(self.lookup(what, dir, file).await?.0),
         }
@@ -648,10 +659,7 @@ impl NfsClient {
         };
         let reply = call!(self, what, c => c.mkdir(&args));
         match ok(reply) {
-            Ok(made) => match made.obj {
-                Nfs3Option::Some(fh) => Ok(fh),
-                Nfs3Option::None => Ok(self.lookup(what, dir, file).await?.0),
-            },
+            Ok(made) => self.handle_of(what, dir, file, made.obj).await,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let (fh, attr) = self.lookup(what, dir, file).await?;
                 match attr.type_ {

@@ -60,19 +60,7 @@ impl NfsStore {
     }
 
     fn error(&self, op: &'static str, key: &str, e: io::Error) -> StoreError {
-        if e.kind() == io::ErrorKind::NotFound && op != "put" {
-            StoreError::NotFound {
-                store: self.describe(),
-                key: key.to_string(),
-            }
-        } else {
-            StoreError::Io {
-                store: self.describe(),
-                op,
-                key: key.to_string(),
-                cause: e,
-            }
-        }
+        StoreError::from_io(self.describe(), op, key, e)
     }
 
     /// The handle of directory `dir` (a relative path, "" for the root).

@@ -21,12 +21,7 @@ pub struct Ganesha {
     pub mount_port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use stowage_backends::testing::free_port;
 
 fn program(name: &str) -> String {
     for dir in ["/usr/bin", "/usr/sbin", "/sbin"] {

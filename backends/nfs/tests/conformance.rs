@@ -4,7 +4,7 @@
 use std::io;
 
 use stowage_backends::{conformance, Store};
-use stowage_nfs::testing::Ganesha;
+use stowage_nfs::testing::{free_port, Ganesha};
 use stowage_nfs::NfsStore;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,13 +85,6 @@ async fn store_survives_a_server_restart() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["data/ab/one", "data/ab/two"]);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -2,7 +2,7 @@
 //! the test and killed when dropped. `scripts/test` installs it; elsewhere
 //! `pip install 'moto[server]'` or point `STOWAGE_MOTO_SERVER` at the executable.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -145,10 +145,4 @@ impl Drop for MotoServer {
     }
 }
 
-/// A free TCP port on 127.0.0.1, for a test server.
-pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use stowage_backends::testing::free_port;
