@@ -1,6 +1,6 @@
 //! Content-defined chunking with FastCDC (2020), over a reader, without copying each chunk
 //! out of a sliding buffer. Cut points depend only on the bytes from a chunk's start up to
-//! `max` bytes on, so buffering by `max` at a time gives exactly the whole-stream cuts.
+//! `max` bytes on, so a buffer of `max` and a little more gives exactly the whole-stream cuts.
 
 use std::io::Read;
 
@@ -67,9 +67,9 @@ impl Chunker {
     }
 
     /// [`chunk`](Self::chunk) with a caller's buffer, grown as needed and kept for reuse.
-    /// At full size the buffer holds two maximal chunks: each refill then reads at least
-    /// `max` new bytes, and a chunk cut short by the buffer's end is rescanned at most once
-    /// per `max` bytes.
+    /// At full size the buffer holds a maximal chunk and 1 MiB more (a backup keeps one
+    /// buffer per reader): what a refill keeps is only the unfinished last chunk, so a refill
+    /// usually reads most of the buffer, and at least 1 MiB.
     pub fn chunk_with<R: Read, E: From<std::io::Error>>(
         &self,
         buf: &mut Vec<u8>,
@@ -78,7 +78,7 @@ impl Chunker {
         mut f: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let max = self.params.max as usize;
-        let full = 2 * max;
+        let full = max + (1 << 20);
         let wanted = (size_hint as usize).saturating_add(1).min(full);
         if buf.len() < wanted {
             buf.resize(wanted, 0);
@@ -112,9 +112,10 @@ impl Chunker {
             );
             let mut consumed = 0;
             for chunk in cdc {
-                // Without a full `max` window ahead, a cut may fall at the buffer's end
-                // rather than where the content puts it: refill first.
-                if !eof && chunk.offset + max > len {
+                // A cut found before the buffer's end is where the whole stream has it (a
+                // cut depends only on the bytes from the chunk's start). A chunk that runs to
+                // the buffer's end short of `max` may go on: refill first.
+                if !eof && chunk.offset + chunk.length == len && chunk.length < max {
                     break;
                 }
                 f(&buf[chunk.offset..chunk.offset + chunk.length])?;
@@ -166,16 +167,23 @@ mod tests {
 
     #[test]
     fn streamed_cuts_equal_whole_buffer_cuts() {
-        let data = pseudo_random(3 << 20);
-        let p = params();
+        streamed_equals_whole(&pseudo_random(3 << 20), params());
+        // The repository default, where the buffer holds a maximal chunk and only 1 MiB
+        // more; a run of zeros forces chunks of exactly `max`.
+        let mut data = pseudo_random(20 << 20);
+        data[5 << 20..14 << 20].fill(0);
+        streamed_equals_whole(&data, ChunkerParams::default());
+    }
+
+    fn streamed_equals_whole(data: &[u8], p: ChunkerParams) {
         let whole: Vec<usize> =
-            FastCDC::with_level_and_seed(&data, p.min, p.avg, p.max, Normalization::Level1, 7)
+            FastCDC::with_level_and_seed(data, p.min, p.avg, p.max, Normalization::Level1, 7)
                 .map(|c| c.length)
                 .collect();
         let mut streamed = Vec::new();
         let mut joined = Vec::new();
         Chunker::new(p, 7)
-            .chunk(Trickle(&data), 1000, |c| -> std::io::Result<()> {
+            .chunk(Trickle(data), 1000, |c| -> std::io::Result<()> {
                 streamed.push(c.len());
                 joined.extend_from_slice(c);
                 Ok(())

@@ -5,6 +5,7 @@ use crate::compress::Compression;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use stowage_backends::{Store, Upload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -79,19 +80,23 @@ pub fn decode_entries(b: &[u8], what: impl Fn() -> String) -> Result<Vec<PackEnt
         .collect()
 }
 
-/// Accumulates sealed blobs into one pack.
-#[derive(Debug, Default)]
+/// Writes sealed blobs into one pack as they come: straight into the store's upload (a file,
+/// for a directory store), hashing as it goes, so a pack is never held whole in memory.
+#[derive(Default)]
 pub struct PackBuilder {
-    bytes: Vec<u8>,
+    upload: Option<Box<dyn Upload>>,
+    hasher: blake3::Hasher,
+    len: usize,
     entries: Vec<PackEntry>,
 }
 
-/// A finished pack, ready to store at `data/<first 2 hex>/<id>`.
-#[derive(Debug)]
+/// A finished pack: written, not yet stored under its key `data/<first 2 hex>/<id>`.
 pub struct Pack {
     pub id: Id,
-    pub bytes: Vec<u8>,
+    /// Its length in bytes.
+    pub len: u64,
     pub entries: Vec<PackEntry>,
+    upload: Box<dyn Upload>,
 }
 
 impl Pack {
@@ -99,59 +104,85 @@ impl Pack {
         let hex = id.to_hex();
         format!("data/{}/{}", &hex[..2], hex)
     }
+
+    /// Stores the pack under its key in `store` (the store its upload came from).
+    pub async fn store(self, store: &dyn Store) -> Result<()> {
+        Ok(self.upload.finish(store, &Pack::key(&self.id)).await?)
+    }
 }
 
 impl PackBuilder {
-    pub fn with_capacity(bytes: usize) -> Self {
-        PackBuilder {
-            bytes: Vec::with_capacity(bytes),
-            entries: Vec::new(),
-        }
-    }
-
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Appends a sealed blob.
+    fn write(
+        &mut self,
+        bytes: &[u8],
+        start: impl FnOnce() -> Result<Box<dyn Upload>>,
+    ) -> Result<()> {
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => self.upload.insert(start()?),
+        };
+        upload
+            .write(bytes)
+            .map_err(|e| Error::io("a pack being written", e))?;
+        self.hasher.update(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    /// Appends a sealed blob; the first one starts the pack's upload with `start`.
     pub fn add(
         &mut self,
+        start: impl FnOnce() -> Result<Box<dyn Upload>>,
         kind: BlobKind,
         id: Id,
         compression: Compression,
         raw_length: usize,
         sealed: &[u8],
-    ) {
+    ) -> Result<()> {
+        let offset = self.len as u32;
+        self.write(sealed, start)?;
         self.entries.push(PackEntry {
             kind,
             compression,
             id,
-            offset: self.bytes.len() as u32,
+            offset,
             length: sealed.len() as u32,
             raw_length: raw_length as u32,
         });
-        self.bytes.extend_from_slice(sealed);
+        Ok(())
     }
 
-    /// Seals the header and returns the finished pack.
-    pub fn finish(mut self, keys: &Keys) -> Pack {
+    /// Writes the sealed header and returns the finished pack, or `None` when it is empty.
+    pub fn finish(mut self, keys: &Keys) -> Result<Option<Pack>> {
+        if self.entries.is_empty() {
+            return Ok(None);
+        }
         let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for e in &self.entries {
             e.encode(&mut header);
         }
         let sealed = keys.seal(&header);
-        self.bytes.extend_from_slice(&sealed);
-        self.bytes
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        Pack {
-            id: Id::hash_of(&self.bytes),
-            bytes: self.bytes,
-            entries: self.entries,
-        }
+        let no_start = || Err(Error::Invalid("pack upload not started".into()));
+        self.write(&sealed, no_start)?;
+        self.write(&(sealed.len() as u32).to_le_bytes(), no_start)?;
+        let upload = self
+            .upload
+            .take()
+            .expect("a pack with entries has an upload");
+        Ok(Some(Pack {
+            id: Id(*self.hasher.finalize().as_bytes()),
+            len: self.len as u64,
+            entries: std::mem::take(&mut self.entries),
+            upload,
+        }))
     }
 }
 
@@ -179,32 +210,41 @@ pub fn read_header(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackEn
 mod tests {
     use super::*;
 
-    #[test]
-    fn pack_round_trip() {
+    #[tokio::test]
+    async fn pack_round_trip() {
         let keys = Keys::random();
+        let store = stowage_backends::memory::MemoryStore::new();
         let mut b = PackBuilder::default();
         let blobs: [&[u8]; 2] = [b"first blob", b"second"];
         for blob in blobs {
             b.add(
+                || Ok(store.start_upload(0)?),
                 BlobKind::Data,
                 keys.blob_id(blob),
                 Compression::None,
                 blob.len(),
                 &keys.seal(blob),
-            );
+            )
+            .expect("add");
         }
-        let pack = b.finish(&keys);
-        assert_eq!(pack.id, Id::hash_of(&pack.bytes));
-        let entries = read_header(&keys, &pack.id, &pack.bytes).expect("header");
-        assert_eq!(entries, pack.entries);
+        let pack = b.finish(&keys).expect("finish").expect("not empty");
+        let (id, entries) = (pack.id, pack.entries.clone());
+        pack.store(&store).await.expect("store");
+        let bytes = store.get(&Pack::key(&id)).await.expect("stored");
+        assert_eq!(id, Id::hash_of(&bytes));
+        assert_eq!(read_header(&keys, &id, &bytes).expect("header"), entries);
         for (e, blob) in entries.iter().zip(blobs) {
-            let sealed = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
             assert_eq!(keys.open(sealed, String::new).expect("open"), blob);
         }
-        let mut damaged = pack.bytes.clone();
+        let mut damaged = bytes.to_vec();
         let n = damaged.len();
         damaged[n - 10] ^= 1;
-        assert!(read_header(&keys, &pack.id, &damaged).is_err());
-        assert!(read_header(&keys, &pack.id, &pack.bytes[..3]).is_err());
+        assert!(read_header(&keys, &id, &damaged).is_err());
+        assert!(read_header(&keys, &id, &bytes[..3]).is_err());
+        assert!(PackBuilder::default()
+            .finish(&keys)
+            .expect("finish")
+            .is_none());
     }
 }

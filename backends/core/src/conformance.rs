@@ -15,6 +15,7 @@ pub async fn run_all(store: &dyn Store) {
     replace_and_delete(store).await;
     large_object(store).await;
     invalid_keys(store).await;
+    uploads(store).await;
 }
 
 fn payload(len: usize, seed: u8) -> Bytes {
@@ -152,4 +153,53 @@ pub async fn invalid_keys(store: &dyn Store) {
             "key {key:?} must be refused"
         );
     }
+}
+
+pub async fn uploads(store: &dyn Store) {
+    let data = payload(3 << 20, 8);
+    let mut upload = store.start_upload(1 << 20).expect("start upload");
+    for part in data.chunks(700 << 10) {
+        upload.write(part).expect("write part");
+    }
+    assert!(
+        store.list("conf-up/").await.expect("list").is_empty(),
+        "an unfinished upload is not an object"
+    );
+    upload
+        .finish(store, "conf-up/ab/one")
+        .await
+        .expect("finish upload");
+    assert!(
+        store.get("conf-up/ab/one").await.expect("get upload") == data,
+        "an upload stores what was written"
+    );
+    let mut dropped = store.start_upload(0).expect("start upload");
+    dropped.write(b"never finished").expect("write");
+    drop(dropped);
+    let mut empty = store.start_upload(0).expect("start upload");
+    empty.write(&[]).expect("write nothing");
+    empty
+        .finish(store, "conf-up/empty")
+        .await
+        .expect("finish empty");
+    let mut keys: Vec<String> = store
+        .list("")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| k.starts_with("conf-up"))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["conf-up/ab/one", "conf-up/empty"],
+        "finished uploads are listed, a dropped one left nothing"
+    );
+    let mut bad = store.start_upload(0).expect("start upload");
+    bad.write(b"x").expect("write");
+    assert!(
+        bad.finish(store, "../escape").await.is_err(),
+        "an upload's key is checked like a put's"
+    );
 }

@@ -10,19 +10,23 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::retry::retry;
-use crate::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult};
+use crate::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload};
 
 const TEMP_MARK: &str = ".stowage-tmp-";
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: Arc<PathBuf>,
+    /// Whether uploads left behind by killed processes were looked for.
+    swept: Arc<AtomicBool>,
 }
 
 impl FsStore {
@@ -35,6 +39,7 @@ impl FsStore {
             .create(&root)?;
         Ok(Self {
             root: Arc::new(root),
+            swept: Arc::default(),
         })
     }
 
@@ -49,6 +54,7 @@ impl FsStore {
         }
         Ok(Self {
             root: Arc::new(root),
+            swept: Arc::default(),
         })
     }
 
@@ -82,34 +88,124 @@ impl FsStore {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("key has no parent"))?;
     let mut temp_name = path.as_os_str().to_owned();
     temp_name.push(format!("{TEMP_MARK}{:016x}", rand::random::<u64>()));
     let temp = PathBuf::from(temp_name);
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-    };
-    let mut file = match open() {
+    let mut file = match create_temp(&temp) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_dirs_durably(dir)?;
-            open()?
+            create_dirs_durably(parent(path)?)?;
+            create_temp(&temp)?
         }
         Err(e) => return Err(e),
     };
-    let written = file.write_all(data).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(e) = written.and_then(|()| fs::rename(&temp, path)) {
+    if let Err(e) = file.write_all(data) {
+        drop(file);
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    File::open(dir)?.sync_all()
+    publish(&temp, file, path)
+}
+
+fn parent(path: &Path) -> io::Result<&Path> {
+    path.parent()
+        .ok_or_else(|| io::Error::other("key has no parent"))
+}
+
+fn create_temp(temp: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temp)
+}
+
+/// Makes the temporary file `temp` durable and renames it to `path` (its directory made
+/// when missing), then syncs the directory. The temporary file is gone either way.
+fn publish(temp: &Path, file: File, path: &Path) -> io::Result<()> {
+    let synced = file.sync_all();
+    drop(file);
+    let renamed = synced.and_then(|()| match fs::rename(temp, path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_dirs_durably(parent(path)?)?;
+            fs::rename(temp, path)
+        }
+        other => other,
+    });
+    if let Err(e) = renamed {
+        let _ = fs::remove_file(temp);
+        return Err(e);
+    }
+    File::open(parent(path)?)?.sync_all()
+}
+
+/// Uploads are temporary files in the root named so.
+const UPLOAD_PREFIX: &str = "upload.stowage-tmp-";
+/// An upload not written to for this long belongs to a process that is gone (a pack fills in
+/// seconds; a run paused longer than this fails at the rename instead of losing data).
+const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Removes the uploads of killed processes (best effort).
+fn sweep_uploads(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_UPLOAD);
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(UPLOAD_PREFIX)
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A pack written straight to a temporary file in the repository's root, renamed into place
+/// once its key (its hash) is known.
+struct FileUpload {
+    store: String,
+    root: Arc<PathBuf>,
+    temp: PathBuf,
+    file: Option<File>,
+}
+
+#[async_trait]
+impl Upload for FileUpload {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.write_all(data),
+            None => Err(io::Error::other("upload already finished")),
+        }
+    }
+
+    async fn finish(mut self: Box<Self>, _store: &dyn Store, key: &str) -> StoreResult<()> {
+        validate_key(&self.store, key)?;
+        let (temp, path) = (self.temp.clone(), self.root.join(key));
+        let file = self.file.take();
+        let published = tokio::task::spawn_blocking(move || match file {
+            Some(file) => publish(&temp, file, &path),
+            None => Err(io::Error::other("upload already finished")),
+        })
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
+        published.map_err(|e| StoreError::from_io(self.store.clone(), "put", key, e))
+    }
+}
+
+impl Drop for FileUpload {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Creates `dir` and any missing parents (0700), fsyncing the parent of each directory it
@@ -234,6 +330,24 @@ impl Store for FsStore {
         .await
     }
 
+    fn start_upload(&self, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+        if !self.swept.swap(true, Ordering::Relaxed) {
+            sweep_uploads(&self.root);
+        }
+        let temp = self
+            .root
+            .join(format!("{UPLOAD_PREFIX}{:016x}", rand::random::<u64>()));
+        match create_temp(&temp) {
+            Ok(file) => Ok(Box::new(FileUpload {
+                store: self.describe(),
+                root: Arc::clone(&self.root),
+                temp,
+                file: Some(file),
+            })),
+            Err(e) => Err(self.error("put", "(new object)", e)),
+        }
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let path = self.path(key)?;
         self.blocking("delete", key, move || match fs::remove_file(&path) {
@@ -241,5 +355,36 @@ impl Store for FsStore {
             other => other,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FsStore, UPLOAD_PREFIX};
+    use crate::Store;
+
+    #[test]
+    fn uploads_of_killed_processes_are_swept_once_a_day_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsStore::create(dir.path()).expect("create");
+        let old = dir.path().join(format!("{UPLOAD_PREFIX}0000000000000001"));
+        let recent = dir.path().join(format!("{UPLOAD_PREFIX}0000000000000002"));
+        for path in [&old, &recent] {
+            std::fs::write(path, b"part of a pack").expect("write");
+        }
+        let two_days_ago = filetime::FileTime::from_unix_time(
+            filetime::FileTime::now().unix_seconds() - 2 * 24 * 3600,
+            0,
+        );
+        filetime::set_file_mtime(&old, two_days_ago).expect("age it");
+        let upload = store.start_upload(0).expect("start");
+        assert!(!old.exists(), "a day-old upload is removed");
+        assert!(recent.exists(), "a recent one may be a running backup's");
+        drop(upload);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "the dropped upload is gone: {left:?}");
     }
 }

@@ -16,7 +16,7 @@ pub mod target;
 pub mod testing;
 
 pub use kv::{KvStore, MemoryKv};
-pub use store::{ObjectMeta, Store, StoreError, StoreResult};
+pub use store::{Buffered, ObjectMeta, Store, StoreError, StoreResult, Upload};
 
 /// Runs a future to completion from synchronous code: on a runtime worker thread it hands
 /// the worker's other tasks to another thread first; on a blocking thread it simply waits.

@@ -102,12 +102,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Starts an object written piece by piece and named when it is complete (a pack, whose
+    /// key is the hash of its bytes). The default keeps the bytes in memory (`size_hint`
+    /// reserved) and `put`s them at the end; a directory store writes them to a file as they
+    /// come, so a backup holds no pack in memory.
+    fn start_upload(&self, size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+        Ok(Box::new(Buffered(Vec::with_capacity(size_hint))))
+    }
+
     /// Makes every key in `keys` retained for at least the store's full retention period from
     /// now, extending where it is shorter; returns how many were extended. Stores without
     /// retention do nothing.
     async fn extend_retention(&self, keys: &[String]) -> StoreResult<u64> {
         let _ = keys;
         Ok(0)
+    }
+}
+
+/// An object being written (see [`Store::start_upload`]). Writes block. Dropped without
+/// [`Upload::finish`], it is discarded.
+#[async_trait]
+pub trait Upload: Send {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
+    /// Stores what was written under `key` in `store` (the store that started the upload),
+    /// as atomically and durably as [`Store::put`].
+    async fn finish(self: Box<Self>, store: &dyn Store, key: &str) -> StoreResult<()>;
+}
+
+/// The default upload: in memory, one `put` at the end.
+#[derive(Default)]
+pub struct Buffered(Vec<u8>);
+
+#[async_trait]
+impl Upload for Buffered {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>, store: &dyn Store, key: &str) -> StoreResult<()> {
+        store.put(key, Bytes::from(self.0)).await
     }
 }
 

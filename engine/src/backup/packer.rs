@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -20,6 +19,7 @@ use crate::id::Id;
 use crate::index::{encode_index_file, INDEX_FILE_ENTRIES};
 use crate::pack::{BlobKind, Pack, PackBuilder, PackEntry};
 use crate::repo::Repository;
+use stowage_backends::{Buffered, Upload};
 
 /// Packs stored concurrently.
 const UPLOADS: usize = 2;
@@ -120,16 +120,14 @@ async fn upload(
         .map(|pack| {
             let repo = Arc::clone(&repo);
             async move {
-                let len = pack.bytes.len() as u64;
+                let (id, len, entries) = (pack.id, pack.len, pack.entries.clone());
                 // Noted before it is stored: a pack can become visible in the store some
                 // time before `put` returns (a directory store syncs the directory after the
                 // rename), and a run killed then must still leave the pack to the next one.
                 // A note of a pack that never landed is dropped at adoption.
-                repo.index().note_unindexed(&pack.id, &pack.entries)?;
-                repo.store()
-                    .put(&Pack::key(&pack.id), Bytes::from(pack.bytes))
-                    .await?;
-                Ok::<_, Error>((pack.id, pack.entries, len))
+                repo.index().note_unindexed(&id, &entries)?;
+                pack.store(repo.store().as_ref()).await?;
+                Ok::<_, Error>((id, entries, len))
             }
         })
         .buffer_unordered(UPLOADS);
@@ -186,11 +184,8 @@ impl Packer {
         let failure = Arc::new(Mutex::new(None));
         let uploader = tokio::spawn(upload(Arc::clone(&repo), rx, Arc::clone(&failure)));
         Arc::new(Packer {
-            data: Mutex::new(PackBuilder::with_capacity(pack_capacity(
-                &repo,
-                target_size,
-            ))),
-            trees: Mutex::new(PackBuilder::with_capacity(64 << 10)),
+            data: Mutex::new(PackBuilder::default()),
+            trees: Mutex::new(PackBuilder::default()),
             repo,
             target_size,
             claimed: Mutex::new(HashSet::new()),
@@ -239,7 +234,7 @@ impl Packer {
         }
         let (compression, stored) = compress(plain, self.repo.config().compression_level);
         let sealed = self.repo.keys().seal(&stored);
-        Ok((id, self.push(kind, id, compression, plain.len(), &sealed)))
+        Ok((id, self.push(kind, id, compression, plain.len(), &sealed)?))
     }
 
     /// Adds a blob that is already compressed and sealed under this repository's keys (read
@@ -257,10 +252,12 @@ impl Packer {
         if !self.claim(&id)? {
             return Ok(None);
         }
-        Ok(self.push(kind, id, compression, raw_length, sealed))
+        self.push(kind, id, compression, raw_length, sealed)
     }
 
-    /// Appends a claimed blob to the current pack; returns the pack when it is full.
+    /// Appends a claimed blob to the current pack; returns the pack when it is full. Data
+    /// packs are written as they fill through the store's upload (a directory store: a
+    /// file); tree packs are small and kept in memory until stored.
     fn push(
         &self,
         kind: BlobKind,
@@ -268,30 +265,35 @@ impl Packer {
         compression: Compression,
         raw_length: usize,
         sealed: &[u8],
-    ) -> Option<Pack> {
+    ) -> Result<Option<Pack>> {
         self.counters.new_blobs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .new_bytes
             .fetch_add(raw_length as u64, Ordering::Relaxed);
         let full = {
-            let (mut current, capacity) = match kind {
-                BlobKind::Data => (
-                    lock(&self.data),
-                    pack_capacity(&self.repo, self.target_size),
-                ),
-                BlobKind::Tree => (lock(&self.trees), 64 << 10),
+            let mut current = match kind {
+                BlobKind::Data => lock(&self.data),
+                BlobKind::Tree => lock(&self.trees),
             };
-            current.add(kind, id, compression, raw_length, sealed);
-            if current.len() >= self.target_size {
-                Some(std::mem::replace(
-                    &mut *current,
-                    PackBuilder::with_capacity(capacity),
-                ))
-            } else {
-                None
+            let start = || -> Result<Box<dyn Upload>> {
+                Ok(match kind {
+                    BlobKind::Data => self
+                        .repo
+                        .store()
+                        .start_upload(pack_capacity(&self.repo, self.target_size))?,
+                    BlobKind::Tree => Box::new(Buffered::default()),
+                })
+            };
+            current.add(start, kind, id, compression, raw_length, sealed)?;
+            match current.len() >= self.target_size {
+                true => Some(std::mem::take(&mut *current)),
+                false => None,
             }
         };
-        full.map(|b| b.finish(self.repo.keys()))
+        match full {
+            Some(builder) => builder.finish(self.repo.keys()),
+            None => Ok(None),
+        }
     }
 
     /// Hands a finished pack to the uploader, waiting while it is busy (from a blocking
@@ -334,9 +336,7 @@ impl Packer {
     pub async fn finish(self: Arc<Self>) -> Result<Written> {
         for builder in [&self.data, &self.trees] {
             let last = std::mem::take(&mut *lock(builder));
-            if !last.is_empty() {
-                self.submit(Some(last.finish(self.repo.keys()))).await?;
-            }
+            self.submit(last.finish(self.repo.keys())?).await?;
         }
         let Ok(packer) = Arc::try_unwrap(self) else {
             return Err(Error::Invalid("packer finished while still in use".into()));
