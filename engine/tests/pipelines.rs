@@ -11,7 +11,7 @@ use common::{open, pseudo_random, restore_into, small_chunks, PASSWORD};
 use filetime::FileTime;
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
-use stowage_backends::source::FsSource;
+use stowage_backends::source::{FsSource, Source};
 use stowage_backends::target::FsTarget;
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::backup::{backup, BackupOptions};
@@ -134,8 +134,10 @@ async fn restore_reproduces_the_volume_exactly() {
 async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    // Outside the racy window: nothing was written in the second the backup starts.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // Outside the racy window: nothing was written within the source's timestamp margin
+    // (50 ms on a local filesystem, else a second) before the backup starts.
+    let margin = FsSource::new(&f.volume).unwrap().timestamp_margin();
+    tokio::time::sleep(margin + std::time::Duration::from_millis(150)).await;
     let (_, first) = run_backup(&repo, &f.volume).await;
     assert!(first.summary.bytes_read > 700_000);
     let (_, second) = run_backup(&repo, &f.volume).await;
@@ -294,7 +296,11 @@ async fn same_size_rewrite_in_the_backup_second_is_read_again() {
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     let link = f.volume.join("_data/current-link");
     std::fs::write(&link, format!("sha256:{}", "a".repeat(64))).unwrap();
-    let stamp = FileTime::from_last_modification_time(&std::fs::metadata(&link).unwrap());
+    // Stamped in the tick the backup reads it (a moment after the backup starts, whatever
+    // the machine's speed), and stamped the same again after the rewrite.
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_millis(500);
+    let stamp = FileTime::from_system_time(soon);
+    filetime::set_file_mtime(&link, stamp).unwrap();
     let opts = BackupOptions {
         ignore_ctime: true,
         ..BackupOptions::default()

@@ -47,9 +47,10 @@ pub struct Archiver {
     pub progress: Arc<dyn Progress>,
     pub opts: BackupOptions,
     pub counts: Counts,
-    /// Seconds since the epoch from which a timestamp in the parent snapshot proves nothing:
-    /// a file changed in the same clock tick as the parent backup read it would still match.
-    racy_since: Option<i64>,
+    /// The time (seconds, nanoseconds) from which a timestamp in the parent snapshot proves
+    /// nothing: a file changed in the same clock tick as the parent backup read it would
+    /// still match.
+    racy_since: Option<(i64, u32)>,
     /// Files whose content is being read at once.
     file_slots: Arc<Semaphore>,
     /// Directory listings under way at once (high for network filesystems).
@@ -81,7 +82,7 @@ impl Archiver {
         packer: Arc<Packer>,
         progress: Arc<dyn Progress>,
         opts: BackupOptions,
-        racy_since: Option<i64>,
+        racy_since: Option<(i64, u32)>,
     ) -> Arc<Self> {
         let readers = opts.readers.max(1);
         Arc::new(Archiver {
@@ -244,9 +245,10 @@ impl Archiver {
 
     /// Whether `previous` (from the parent snapshot) still describes the file.
     fn unchanged(&self, meta: &EntryMeta, previous: &Node) -> bool {
-        let racy = self
-            .racy_since
-            .is_some_and(|since| previous.mtime >= since || previous.ctime >= since);
+        let racy = self.racy_since.is_some_and(|since| {
+            racy(previous.mtime, previous.mtime_ns, since)
+                || racy(previous.ctime, previous.ctime_ns, since)
+        });
         !self.opts.force
             && !racy
             && previous.kind == NodeKind::File
@@ -405,5 +407,31 @@ impl Archiver {
             }
         }
         Ok((Content::Chunks(ids), size))
+    }
+}
+
+/// Whether a timestamp (seconds, nanoseconds) is too close to `since` to prove anything. A
+/// timestamp of whole seconds (nanoseconds 0: a filesystem that keeps seconds, S3) stands for
+/// its whole second.
+fn racy(secs: i64, nanos: u32, since: (i64, u32)) -> bool {
+    match nanos {
+        0 => secs >= since.0,
+        _ => (secs, nanos) >= since,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::racy;
+
+    #[test]
+    fn racy_timestamps_to_the_nanosecond_or_by_their_whole_second() {
+        let since = (100, 950_000_000);
+        assert!(racy(100, 960_000_000, since));
+        assert!(racy(101, 1, since));
+        assert!(!racy(100, 940_000_000, since));
+        // Whole seconds (a filesystem that keeps only seconds): 100 may be 100.99.
+        assert!(racy(100, 0, since));
+        assert!(!racy(99, 0, since));
     }
 }

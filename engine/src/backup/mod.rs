@@ -98,9 +98,14 @@ pub async fn backup(
         Arc::clone(&packer),
         Arc::clone(&progress),
         opts.clone(),
-        // Timestamps from the second before the parent started on are too close to trust
-        // (coarse clocks on NFS); such files are read again.
-        parent.as_ref().map(|(_, p)| p.time.timestamp() - 1),
+        // Timestamps this close to the parent's start are too close to trust (the source's
+        // margin: clock ticks, another machine's clock); such files are read again.
+        parent.as_ref().map(|(_, p)| {
+            let since = p.time
+                - chrono::Duration::from_std(source.timestamp_margin())
+                    .unwrap_or(chrono::Duration::seconds(1));
+            (since.timestamp(), since.timestamp_subsec_nanos())
+        }),
     );
     let root_node = Arc::clone(&archiver)
         .archive_dir(PathBuf::new(), root, parent_dir, None)
