@@ -5,7 +5,7 @@ use crate::compress::Compression;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use stowage_backends::{Store, Upload};
+use stowage_backends::{Store, StoreError, Upload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -85,6 +85,8 @@ pub fn decode_entries(b: &[u8], what: impl Fn() -> String) -> Result<Vec<PackEnt
 #[derive(Default)]
 pub struct PackBuilder {
     upload: Option<Box<dyn Upload>>,
+    /// A write failed: see [`PackBuilder::write`].
+    broken: bool,
     hasher: blake3::Hasher,
     len: usize,
     entries: Vec<PackEntry>,
@@ -120,18 +122,34 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
+    /// Appends bytes to the pack. After a failed write the pack's content is unknown (part
+    /// of the bytes may have landed), so the builder refuses everything from then on: no
+    /// later blob can be recorded at a wrong offset, and the pack is never finished.
     fn write(
         &mut self,
         bytes: &[u8],
         start: impl FnOnce() -> Result<Box<dyn Upload>>,
     ) -> Result<()> {
+        if self.broken {
+            return Err(Error::Invalid(
+                "an earlier write to this pack failed; the pack is abandoned".into(),
+            ));
+        }
         let upload = match &mut self.upload {
             Some(upload) => upload,
             None => self.upload.insert(start()?),
         };
-        upload
-            .write(bytes)
-            .map_err(|e| Error::io("a pack being written", e))?;
+        if let Err(cause) = upload.write(bytes) {
+            self.broken = true;
+            self.upload = None; // discarded: its temporary file goes
+            return Err(StoreError::Io {
+                store: "the repository".into(),
+                op: "put",
+                key: "a pack being written".into(),
+                cause,
+            }
+            .into());
+        }
         self.hasher.update(bytes);
         self.len += bytes.len();
         Ok(())
@@ -162,7 +180,7 @@ impl PackBuilder {
 
     /// Writes the sealed header and returns the finished pack, or `None` when it is empty.
     pub fn finish(mut self, keys: &Keys) -> Result<Option<Pack>> {
-        if self.entries.is_empty() {
+        if self.entries.is_empty() && !self.broken {
             return Ok(None);
         }
         let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
@@ -218,7 +236,7 @@ mod tests {
         let blobs: [&[u8]; 2] = [b"first blob", b"second"];
         for blob in blobs {
             b.add(
-                || Ok(store.start_upload(0)?),
+                || Ok(store.start_upload("data", 0)?),
                 BlobKind::Data,
                 keys.blob_id(blob),
                 Compression::None,
@@ -246,5 +264,49 @@ mod tests {
             .finish(&keys)
             .expect("finish")
             .is_none());
+    }
+
+    /// An upload whose second write fails (disk full).
+    struct FailingUpload(usize);
+
+    #[async_trait::async_trait]
+    impl Upload for FailingUpload {
+        fn write(&mut self, _data: &[u8]) -> std::io::Result<()> {
+            self.0 += 1;
+            match self.0 {
+                2 => Err(std::io::Error::from_raw_os_error(28)),
+                _ => Ok(()),
+            }
+        }
+
+        async fn finish(
+            self: Box<Self>,
+            _store: &dyn Store,
+            _key: &str,
+        ) -> stowage_backends::StoreResult<()> {
+            panic!("a broken pack must never be finished")
+        }
+    }
+
+    #[test]
+    fn a_failed_write_abandons_the_pack() {
+        let keys = Keys::random();
+        let mut b = PackBuilder::default();
+        let add = |b: &mut PackBuilder, blob: &[u8]| {
+            b.add(
+                || Ok(Box::new(FailingUpload(0))),
+                BlobKind::Data,
+                keys.blob_id(blob),
+                Compression::None,
+                blob.len(),
+                &keys.seal(blob),
+            )
+        };
+        add(&mut b, b"first").expect("first write lands");
+        let err = add(&mut b, b"second").expect_err("disk full");
+        assert!(err.to_string().contains("a pack being written"), "{err}");
+        // The disk has room again: still refused, and the pack is never finished.
+        assert!(add(&mut b, b"third").is_err());
+        assert!(b.finish(&keys).is_err());
     }
 }

@@ -11,7 +11,7 @@ use common::{open, pseudo_random, restore_into, small_chunks, PASSWORD};
 use filetime::FileTime;
 use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
-use stowage_backends::source::{FsSource, Source};
+use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::backup::{backup, BackupOptions};
@@ -134,10 +134,8 @@ async fn restore_reproduces_the_volume_exactly() {
 async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    // Outside the racy window: nothing was written within the source's timestamp margin
-    // (50 ms on a local filesystem, else a second) before the backup starts.
-    let margin = FsSource::new(&f.volume).unwrap().timestamp_margin();
-    tokio::time::sleep(margin + std::time::Duration::from_millis(150)).await;
+    // Outside the racy window: nothing was written in the second before the backup starts.
+    tokio::time::sleep(std::time::Duration::from_millis(1150)).await;
     let (_, first) = run_backup(&repo, &f.volume).await;
     assert!(first.summary.bytes_read > 700_000);
     let (_, second) = run_backup(&repo, &f.volume).await;

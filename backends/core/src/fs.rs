@@ -139,7 +139,7 @@ fn publish(temp: &Path, file: File, path: &Path) -> io::Result<()> {
     File::open(parent(path)?)?.sync_all()
 }
 
-/// Uploads are temporary files in the root named so.
+/// Uploads are temporary files named so, in the directory of their future key.
 const UPLOAD_PREFIX: &str = "upload.stowage-tmp-";
 /// An upload not written to for this long belongs to a process that is gone (a pack fills in
 /// seconds; a run paused longer than this fails at the rename instead of losing data).
@@ -168,7 +168,7 @@ fn sweep_uploads(root: &Path) {
     }
 }
 
-/// A pack written straight to a temporary file in the repository's root, renamed into place
+/// A pack written straight to a temporary file in its future directory, renamed into place
 /// once its key (its hash) is known.
 struct FileUpload {
     store: String,
@@ -330,21 +330,28 @@ impl Store for FsStore {
         .await
     }
 
-    fn start_upload(&self, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+    fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+        // Beside where the object will go: a rename never crosses filesystems.
+        validate_key(&self.describe(), dir)?;
+        let at = self.root.join(dir);
         if !self.swept.swap(true, Ordering::Relaxed) {
-            sweep_uploads(&self.root);
+            sweep_uploads(&at);
         }
-        let temp = self
-            .root
-            .join(format!("{UPLOAD_PREFIX}{:016x}", rand::random::<u64>()));
-        match create_temp(&temp) {
+        let temp = at.join(format!("{UPLOAD_PREFIX}{:016x}", rand::random::<u64>()));
+        let file = match create_temp(&temp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dirs_durably(&at).and_then(|()| create_temp(&temp))
+            }
+            other => other,
+        };
+        match file {
             Ok(file) => Ok(Box::new(FileUpload {
                 store: self.describe(),
                 root: Arc::clone(&self.root),
                 temp,
                 file: Some(file),
             })),
-            Err(e) => Err(self.error("put", "(new object)", e)),
+            Err(e) => Err(self.error("put", &format!("{dir}/(new object)"), e)),
         }
     }
 
@@ -367,8 +374,13 @@ mod tests {
     fn uploads_of_killed_processes_are_swept_once_a_day_old() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsStore::create(dir.path()).expect("create");
-        let old = dir.path().join(format!("{UPLOAD_PREFIX}0000000000000001"));
-        let recent = dir.path().join(format!("{UPLOAD_PREFIX}0000000000000002"));
+        std::fs::create_dir(dir.path().join("data")).expect("mkdir");
+        let old = dir
+            .path()
+            .join(format!("data/{UPLOAD_PREFIX}0000000000000001"));
+        let recent = dir
+            .path()
+            .join(format!("data/{UPLOAD_PREFIX}0000000000000002"));
         for path in [&old, &recent] {
             std::fs::write(path, b"part of a pack").expect("write");
         }
@@ -377,11 +389,11 @@ mod tests {
             0,
         );
         filetime::set_file_mtime(&old, two_days_ago).expect("age it");
-        let upload = store.start_upload(0).expect("start");
+        let upload = store.start_upload("data", 0).expect("start");
         assert!(!old.exists(), "a day-old upload is removed");
         assert!(recent.exists(), "a recent one may be a running backup's");
         drop(upload);
-        let left: Vec<_> = std::fs::read_dir(dir.path())
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
             .expect("read_dir")
             .map(|e| e.expect("entry").file_name())
             .collect();

@@ -51,14 +51,6 @@ pub trait Source: Send + Sync {
     fn uri(&self) -> String;
     /// The backed-up directory itself (its name and metadata).
     fn root(&self) -> io::Result<EntryMeta>;
-    /// How close before a backup's start a file's timestamp may lie and still prove, to the
-    /// next backup, that the file did not change after it was read (a change in the same
-    /// clock tick leaves the same timestamp). Files stamped later are read again next time.
-    /// The default, one second, suits timestamps from another machine's clock (NFS) and
-    /// whole-second ones; local filesystems stamp with this machine's clock, to a few ms.
-    fn timestamp_margin(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(1)
-    }
     /// The entries of the directory at `rel` (relative to the root), sorted by name.
     fn read_dir(&self, rel: &Path) -> io::Result<Vec<EntryMeta>>;
     /// Opens the file at `rel` for reading.
@@ -69,8 +61,6 @@ pub trait Source: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct FsSource {
     root: PathBuf,
-    /// Whether the root is on a local filesystem (timestamps from this machine's clock).
-    local: bool,
 }
 
 impl FsSource {
@@ -84,8 +74,7 @@ impl FsSource {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        let local = on_local_filesystem(&root);
-        Ok(Self { root, local })
+        Ok(Self { root })
     }
 
     fn full(&self, rel: &Path) -> PathBuf {
@@ -95,30 +84,6 @@ impl FsSource {
             self.root.join(rel)
         }
     }
-}
-
-/// Whether `path` is on a filesystem whose timestamps come from this machine's clock at
-/// nanosecond resolution (ext4, XFS, Btrfs, tmpfs, overlayfs, ZFS, F2FS); network and FUSE
-/// filesystems are not.
-fn on_local_filesystem(path: &Path) -> bool {
-    const LOCAL: [i64; 7] = [
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // XFS
-        0x9123_683E, // Btrfs
-        0x0102_1994, // tmpfs
-        0x794C_7630, // overlayfs
-        0x2FC1_2FC1, // ZFS
-        0xF2F5_2010, // F2FS
-    ];
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return false;
-    }
-    LOCAL.contains(&(stat.f_type as i64))
 }
 
 /// Reads an entry's metadata without following a final symlink.
@@ -196,14 +161,6 @@ impl Source for FsSource {
 
     fn uri(&self) -> String {
         self.root.display().to_string()
-    }
-
-    fn timestamp_margin(&self) -> std::time::Duration {
-        match self.local {
-            // A file time lags the clock by at most a tick (<= 10 ms); ample room.
-            true => std::time::Duration::from_millis(50),
-            false => std::time::Duration::from_secs(1),
-        }
     }
 
     fn root(&self) -> io::Result<EntryMeta> {

@@ -103,10 +103,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// Starts an object written piece by piece and named when it is complete (a pack, whose
-    /// key is the hash of its bytes). The default keeps the bytes in memory (`size_hint`
-    /// reserved) and `put`s them at the end; a directory store writes them to a file as they
-    /// come, so a backup holds no pack in memory.
-    fn start_upload(&self, size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+    /// key is the hash of its bytes), under the directory `dir` (a key prefix without `/`).
+    /// The default keeps the bytes in memory (`size_hint` reserved) and `put`s them at the
+    /// end; a directory store writes them to a file in `dir` as they come, so a backup holds
+    /// no pack in memory.
+    fn start_upload(&self, dir: &str, size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+        let _ = dir;
         Ok(Box::new(Buffered(Vec::with_capacity(size_hint))))
     }
 

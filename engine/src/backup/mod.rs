@@ -57,6 +57,13 @@ impl Default for BackupOptions {
 }
 
 /// Backs up `source` and returns the new snapshot.
+/// How close before the parent backup's start a file's timestamp may lie and still prove
+/// the file unchanged since that backup read it. A change in the same clock tick leaves the
+/// same timestamp; a long write(2) sets mtime once, at its start, and may still be copying
+/// when the file is read; NFS stamps with the server's clock. Files stamped later than this
+/// are read again by the next backup.
+const RACY_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+
 pub async fn backup(
     repo: Arc<Repository>,
     source: Arc<dyn Source>,
@@ -98,12 +105,8 @@ pub async fn backup(
         Arc::clone(&packer),
         Arc::clone(&progress),
         opts.clone(),
-        // Timestamps this close to the parent's start are too close to trust (the source's
-        // margin: clock ticks, another machine's clock); such files are read again.
         parent.as_ref().map(|(_, p)| {
-            let since = p.time
-                - chrono::Duration::from_std(source.timestamp_margin())
-                    .unwrap_or(chrono::Duration::seconds(1));
+            let since = p.time - RACY_MARGIN;
             (since.timestamp(), since.timestamp_subsec_nanos())
         }),
     );

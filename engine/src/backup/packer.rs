@@ -280,7 +280,7 @@ impl Packer {
                     BlobKind::Data => self
                         .repo
                         .store()
-                        .start_upload(pack_capacity(&self.repo, self.target_size))?,
+                        .start_upload("data", pack_capacity(&self.repo, self.target_size))?,
                     BlobKind::Tree => Box::new(Buffered::default()),
                 })
             };
