@@ -93,6 +93,8 @@ fn bound_socket(addr: SocketAddr, local_port: u16) -> io::Result<TcpSocket> {
 pub const ATTEMPTS: u32 = 6;
 /// Connections kept open unless the URL says otherwise.
 const DEFAULT_CONNECTIONS: usize = 8;
+/// How long a request may wait for its reply.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest read or write sent in one request, whatever the server allows.
 const MAX_TRANSFER: u32 = 1 << 20;
 
@@ -160,7 +162,16 @@ macro_rules! call {
                 Err(e) => return Err($client.error($what, e)),
             };
             let $conn = lease.conn();
-            match $call.await {
+            // A server that stops answering (a partition, a paused machine) must not hang the
+            // request: past the timeout the connection counts as broken.
+            let reply = match tokio::time::timeout(REQUEST_TIMEOUT, $call).await {
+                Ok(reply) => reply,
+                Err(_) => Err(RpcError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no reply from the NFS server within {REQUEST_TIMEOUT:?}"),
+                ))),
+            };
+            match reply {
                 Ok(Nfs3Result::Err((nfsstat3::NFS3ERR_JUKEBOX, _))) if attempt < ATTEMPTS => {
                     lease.release();
                     tokio::time::sleep(backoff(attempt)).await;
@@ -170,7 +181,10 @@ macro_rules! call {
                     break reply;
                 }
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    // The other idle connections most likely broke too (a server restart):
+                    // the next attempt opens a fresh one.
                     drop(lease);
+                    $client.free.lock().expect("pool lock").clear();
                     tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => {
@@ -425,6 +439,7 @@ impl NfsClient {
         let mut out = Vec::new();
         let mut cookie = 0;
         let mut cookieverf = nfs3::cookieverf3::default();
+        let mut restarted = false;
         loop {
             let args = nfs3::READDIRPLUS3args {
                 dir: dir.clone(),
@@ -434,7 +449,23 @@ impl NfsClient {
                 maxcount: 256 << 10,
             };
             let reply = call!(self, what, c => c.readdirplus(&args));
-            let page = ok(reply).map_err(|e| self.error(what, e))?;
+            let page = match reply {
+                // The directory changed under a long listing: start it again, once.
+                Nfs3Result::Err((nfsstat3::NFS3ERR_BAD_COOKIE, _)) if !restarted => {
+                    restarted = true;
+                    out.clear();
+                    cookie = 0;
+                    cookieverf = nfs3::cookieverf3::default();
+                    continue;
+                }
+                reply => ok(reply).map_err(|e| self.error(what, e))?,
+            };
+            if page.reply.entries.0.is_empty() && !page.reply.eof {
+                return Err(self.error(
+                    what,
+                    io::Error::other("the server returned an empty directory page before the end"),
+                ));
+            }
             cookieverf = page.cookieverf;
             for entry in page.reply.entries.0 {
                 cookie = entry.cookie;
@@ -511,23 +542,24 @@ impl NfsClient {
             .await?;
         let mut out = Vec::with_capacity((end - start) as usize);
         for (data, eof) in parts {
+            let expected = (end - start - out.len() as u64).min(step) as usize;
             out.extend_from_slice(&data);
-            if eof {
+            // A short part without EOF: the parts after it would land at the wrong offsets.
+            if eof || data.len() < expected {
                 break;
             }
         }
-        if out.len() as u64 != end - start {
-            // A short read without EOF, or the file changed size: read the rest one by one.
-            let mut offset = start + out.len() as u64;
-            while offset < end {
-                let (data, eof) = self
-                    .read(what, fh, offset, (end - offset).min(step) as u32)
-                    .await?;
-                out.extend_from_slice(&data);
-                offset += data.len() as u64;
-                if eof || data.is_empty() {
-                    break;
-                }
+        // What the parallel reads did not cover (a short read, or the file changed size):
+        // read on from exactly where the bytes end.
+        let mut offset = start + out.len() as u64;
+        while offset < end {
+            let (data, eof) = self
+                .read(what, fh, offset, (end - offset).min(step) as u32)
+                .await?;
+            out.extend_from_slice(&data);
+            offset += data.len() as u64;
+            if eof || data.is_empty() {
+                break;
             }
         }
         Ok(Bytes::from(out))
@@ -755,11 +787,31 @@ impl NfsClient {
     }
 }
 
+/// The server restarted between unstable writes and their COMMIT (its write verifier
+/// changed): the writes may be lost and must be repeated.
+#[derive(Debug)]
+pub struct ServerRestarted(String);
+
+impl std::fmt::Display for ServerRestarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the NFS server restarted while the data was written (its write verifier changed); the unstable writes may be lost",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ServerRestarted {}
+
 fn server_restarted(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Interrupted,
-        format!("{what}: the NFS server restarted while the data was written (its write verifier changed); unstable writes may be lost, so the write must be repeated"),
-    )
+    io::Error::other(ServerRestarted(what.to_string()))
+}
+
+/// Whether `e` is a [`ServerRestarted`].
+pub fn is_server_restarted(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<ServerRestarted>())
 }
 
 async fn resolve(host: &str) -> io::Result<IpAddr> {

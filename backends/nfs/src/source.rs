@@ -101,6 +101,15 @@ fn entry_meta(name: Vec<u8>, attr: &fattr3, symlink_target: Option<Vec<u8>>) -> 
     }
 }
 
+/// A stale handle means the file or directory was removed since it was listed (registry
+/// garbage collection during the backup): to the backup, as good as not found.
+fn vanished(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ESTALE) => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        _ => e,
+    }
+}
+
 impl Source for NfsSource {
     fn kind(&self) -> &'static str {
         "nfs"
@@ -115,6 +124,16 @@ impl Source for NfsSource {
     }
 
     fn read_dir(&self, rel: &Path) -> io::Result<Vec<EntryMeta>> {
+        self.list(rel).map_err(vanished)
+    }
+
+    fn open(&self, rel: &Path) -> io::Result<Box<dyn Read + Send>> {
+        self.open_file(rel).map_err(vanished)
+    }
+}
+
+impl NfsSource {
+    fn list(&self, rel: &Path) -> io::Result<Vec<EntryMeta>> {
         block_on(&self.handle, async {
             let what = self.what(rel);
             let dir = self.dir(rel).await?;
@@ -149,7 +168,7 @@ impl Source for NfsSource {
         })
     }
 
-    fn open(&self, rel: &Path) -> io::Result<Box<dyn Read + Send>> {
+    fn open_file(&self, rel: &Path) -> io::Result<Box<dyn Read + Send>> {
         let what = self.what(rel);
         let (fh, size) = block_on(&self.handle, async {
             let parent = self.dir(rel.parent().unwrap_or(Path::new(""))).await?;
@@ -221,7 +240,8 @@ impl NfsReader {
         self.send();
         let (offset, count, task) = self.in_flight.pop_front().expect("reads were just sent");
         let (data, eof) = block_on(&self.handle, task)
-            .map_err(|e| io::Error::other(format!("{}: {e}", self.what)))??;
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.what)))?
+            .map_err(vanished)?;
         if eof || data.is_empty() {
             self.done = true;
             self.cancel();

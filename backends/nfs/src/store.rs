@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use nfs3_client::nfs3_types::nfs3::{ftype3, nfs_fh3};
 use stowage_backends::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult};
 
-use crate::client::NfsClient;
+use crate::client::{is_server_restarted, NfsClient};
 use crate::url::NfsUrl;
 
 const TEMP_MARK: &str = ".stowage-tmp-";
@@ -61,6 +61,26 @@ impl NfsStore {
 
     fn error(&self, op: &'static str, key: &str, e: io::Error) -> StoreError {
         StoreError::from_io(self.describe(), op, key, e)
+    }
+
+    /// Runs `op`, and once more with the directory handles looked up afresh if a cached one
+    /// went stale (the directory was removed and made again by someone else): the server
+    /// says ESTALE, or, for a write into the removed directory, NOENT (`writing`).
+    async fn fresh<T, F, Fut>(&self, writing: bool, op: F) -> io::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = io::Result<T>>,
+    {
+        match op().await {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ESTALE)
+                    || (writing && e.kind() == io::ErrorKind::NotFound) =>
+            {
+                self.dirs.lock().expect("dir cache").clear();
+                op().await
+            }
+            other => other,
+        }
     }
 
     /// The handle of directory `dir` (a relative path, "" for the root).
@@ -192,9 +212,9 @@ impl Store for NfsStore {
         validate_key(&self.describe(), key)?;
         let mut attempt = 1;
         loop {
-            match self.put_file(key, &data).await {
+            match self.fresh(true, || self.put_file(key, &data)).await {
                 // The server restarted before the data was stable: write it again.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted && attempt < 3 => attempt += 1,
+                Err(e) if is_server_restarted(&e) && attempt < 3 => attempt += 1,
                 other => return other.map_err(|e| self.error("put", key, e)),
             }
         }
@@ -202,17 +222,19 @@ impl Store for NfsStore {
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         validate_key(&self.describe(), key)?;
-        let read = async {
+        let read = || async {
             let (fh, size) = self.file(key).await?;
             let what = self.client.url.join(key);
             self.client.read_range(&what, &fh, 0, size).await
         };
-        read.await.map_err(|e| self.error("get", key, e))
+        self.fresh(false, read)
+            .await
+            .map_err(|e| self.error("get", key, e))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
         validate_key(&self.describe(), key)?;
-        let read = async {
+        let read = || async {
             let (fh, size) = self.file(key).await?;
             let end = range.end.min(size);
             let what = self.client.url.join(key);
@@ -220,12 +242,14 @@ impl Store for NfsStore {
                 .read_range(&what, &fh, range.start.min(end), end)
                 .await
         };
-        read.await.map_err(|e| self.error("get_range", key, e))
+        self.fresh(false, read)
+            .await
+            .map_err(|e| self.error("get_range", key, e))
     }
 
     async fn head(&self, key: &str) -> StoreResult<ObjectMeta> {
         validate_key(&self.describe(), key)?;
-        match self.file(key).await {
+        match self.fresh(false, || self.file(key)).await {
             Ok((_, size)) => Ok(ObjectMeta {
                 key: key.to_string(),
                 size,
@@ -242,13 +266,13 @@ impl Store for NfsStore {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         validate_key(&self.describe(), key)?;
-        let remove = async {
+        let remove = || async {
             let (dir, file) = self.parent(key, false).await?;
             self.client
                 .remove(&self.client.url.join(key), &dir, file.as_bytes())
                 .await
         };
-        match remove.await {
+        match self.fresh(false, remove).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.error("delete", key, e)),

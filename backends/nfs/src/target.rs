@@ -160,12 +160,29 @@ impl Target for NfsTarget {
         let what = self.what(&inner);
         block_on(&self.handle, async {
             let (parent, name) = self.parent(&inner).await?;
-            if let Ok((_, attr)) = self.client.lookup(&what, &parent, name).await {
+            if let Ok((fh, attr)) = self.client.lookup(&what, &parent, name).await {
                 if attr.type_ == ftype3::NF3LNK {
-                    self.client.remove(&what, &parent, name).await?;
+                    if self.client.readlink(&what, &fh).await? == target {
+                        return Ok(());
+                    }
+                    match self.client.remove(&what, &parent, name).await {
+                        // Gone already (a repeated request whose first reply was lost).
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        other => other?,
+                    }
                 }
             }
-            self.client.symlink(&what, &parent, name, target).await
+            match self.client.symlink(&what, &parent, name, target).await {
+                // A repeated request whose first one made it: fine if it points right.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let (fh, _) = self.client.lookup(&what, &parent, name).await?;
+                    match self.client.readlink(&what, &fh).await? == target {
+                        true => Ok(()),
+                        false => Err(e),
+                    }
+                }
+                other => other,
+            }
         })
     }
 
@@ -181,20 +198,24 @@ impl Target for NfsTarget {
                 }
             };
             let mtime = nfs_time(meta.mtime.secs, meta.mtime.nanos);
-            let owner = |id| match self.client.as_root {
-                true => Nfs3Option::Some(id),
-                false => Nfs3Option::None,
-            };
+            if self.client.as_root {
+                // Owner first, on its own: a server clears setuid/setgid when an owner
+                // change comes with the mode (as chown(2) does), so the mode must follow.
+                let owner = sattr3 {
+                    uid: Nfs3Option::Some(meta.uid),
+                    gid: Nfs3Option::Some(meta.gid),
+                    ..sattr3::default()
+                };
+                self.client.setattr(&what, &fh, owner).await?;
+            }
             let attr = sattr3 {
                 mode: match meta.kind {
                     EntryKind::Symlink => Nfs3Option::None,
                     _ => Nfs3Option::Some(meta.mode),
                 },
-                uid: owner(meta.uid),
-                gid: owner(meta.gid),
-                size: Nfs3Option::None,
                 atime: set_atime::SET_TO_CLIENT_TIME(mtime),
                 mtime: set_mtime::SET_TO_CLIENT_TIME(mtime),
+                ..sattr3::default()
             };
             self.client.setattr(&what, &fh, attr).await
         })

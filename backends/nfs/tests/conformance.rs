@@ -98,3 +98,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_removed_and_made_again_behind_the_store_is_found_again() {
+    let server = Ganesha::start();
+    let store = NfsStore::create(&server.url("repo")).await.expect("create");
+    store
+        .put("data/ab/one", bytes::Bytes::from_static(b"one"))
+        .await
+        .expect("put");
+    // Someone else replaces the directory: the cached handle goes stale (ESTALE).
+    let dir = server.export().join("repo/data/ab");
+    std::fs::remove_dir_all(&dir).expect("remove");
+    std::fs::create_dir(&dir).expect("make again");
+    store
+        .put("data/ab/two", bytes::Bytes::from_static(b"two"))
+        .await
+        .expect("put into the new directory");
+    assert_eq!(
+        std::fs::read(dir.join("two")).expect("on the export"),
+        b"two"
+    );
+    assert!(store
+        .get("data/ab/one")
+        .await
+        .is_err_and(|e| e.is_not_found()));
+}
