@@ -135,7 +135,7 @@ fn a_volume_on_an_export_backs_up_through_nfs_and_restores_exactly() {
     assert_same_tree(&reference, &root);
     let leftovers: Vec<String> = walk(&root)
         .into_iter()
-        .filter(|p| p.contains(".stowage-restore-"))
+        .filter(|p| p.contains(".stowage-tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }

@@ -731,24 +731,23 @@ impl NfsClient {
         ok(reply).map(drop).map_err(|e| self.error(what, e))
     }
 
-    /// Renames `from` to `to` in `dir`, replacing `to` atomically.
+    /// Renames `from` in `from_dir` to `to` in `to_dir`, replacing `to` atomically.
     pub async fn rename(
         &self,
         what: &str,
-        dir: &nfs_fh3,
-        from: &[u8],
-        to: &[u8],
+        (from_dir, from): (&nfs_fh3, &[u8]),
+        (to_dir, to): (&nfs_fh3, &[u8]),
     ) -> io::Result<()> {
         let args = nfs3::RENAME3args {
-            from: dirop(dir, from),
-            to: dirop(dir, to),
+            from: dirop(from_dir, from),
+            to: dirop(to_dir, to),
         };
         let reply = call!(self, what, c => c.rename(&args));
         match ok(reply) {
             Ok(_) => Ok(()),
             // A repeated request whose first one was done: `from` is gone and `to` is there.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match self.lookup(what, dir, to).await {
+                match self.lookup(what, to_dir, to).await {
                     Ok(_) => Ok(()),
                     Err(_) => Err(self.error(what, e)),
                 }

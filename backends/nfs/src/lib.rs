@@ -13,6 +13,7 @@ mod store;
 mod target;
 pub mod testing;
 mod url;
+mod writer;
 
 pub use source::NfsSource;
 pub use store::NfsStore;

@@ -10,22 +10,26 @@
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use nfs3_client::nfs3_types::nfs3::{ftype3, nfs_fh3};
-use stowage_backends::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult};
+use stowage_backends::block_on;
+use stowage_backends::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload};
+use tokio::runtime::Handle;
 
 use crate::client::{is_server_restarted, NfsClient};
 use crate::url::NfsUrl;
+use crate::writer::TempFile;
 
 const TEMP_MARK: &str = ".stowage-tmp-";
 
 #[derive(Debug)]
 pub struct NfsStore {
-    client: NfsClient,
+    client: Arc<NfsClient>,
+    handle: Handle,
     /// Handles of directories (relative paths) already looked up or made.
     dirs: Mutex<HashMap<String, nfs_fh3>>,
 }
@@ -34,7 +38,8 @@ impl NfsStore {
     /// The store at the URL's path, which must exist.
     pub async fn open(url: &NfsUrl) -> io::Result<NfsStore> {
         Ok(NfsStore {
-            client: NfsClient::connect(url).await?,
+            client: Arc::new(NfsClient::connect(url).await?),
+            handle: Handle::current(),
             dirs: Mutex::new(HashMap::new()),
         })
     }
@@ -133,7 +138,7 @@ impl NfsStore {
         let written = async {
             self.client.write_all(&what, &fh, data).await?;
             self.client
-                .rename(&what, &dir, temp.as_bytes(), file.as_bytes())
+                .rename(&what, (&dir, temp.as_bytes()), (&dir, file.as_bytes()))
                 .await
         }
         .await;
@@ -264,6 +269,23 @@ impl Store for NfsStore {
             .map_err(|e| self.error("list", prefix, e))
     }
 
+    /// Packs are written to a temporary file in `dir` as they are produced (WRITEs in
+    /// flight), then COMMITted and renamed into place: no pack is held in memory.
+    fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+        validate_key(&self.describe(), dir)?;
+        let what = self.client.url.join(dir);
+        let file = block_on(&self.handle, async {
+            let fh = self.dir(dir, true).await?;
+            TempFile::create(&self.client, self.handle.clone(), what, fh).await
+        })
+        .map_err(|e| self.error("put", &format!("{dir}/(new object)"), e))?;
+        Ok(Box::new(NfsUpload {
+            file,
+            client: Arc::clone(&self.client),
+            store: self.describe(),
+        }))
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         validate_key(&self.describe(), key)?;
         let remove = || async {
@@ -277,5 +299,36 @@ impl Store for NfsStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.error("delete", key, e)),
         }
+    }
+}
+
+/// A streamed upload to an NFS store (see [`NfsStore::start_upload`]).
+struct NfsUpload {
+    file: TempFile,
+    client: Arc<NfsClient>,
+    store: String,
+}
+
+#[async_trait]
+impl Upload for NfsUpload {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.append(data)
+    }
+
+    async fn finish(mut self: Box<Self>, _store: &dyn Store, key: &str) -> StoreResult<()> {
+        validate_key(&self.store, key)?;
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let segments: Vec<&[u8]> = dir
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::as_bytes)
+            .collect();
+        let what = self.client.url.join(key);
+        let done = async {
+            let fh = self.client.walk(&what, &segments, true).await?;
+            self.file.complete(&fh, name.as_bytes()).await
+        };
+        done.await
+            .map_err(|e| StoreError::from_io(self.store.clone(), "put", key, e))
     }
 }

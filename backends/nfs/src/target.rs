@@ -5,26 +5,23 @@
 //! COMMITted, and renamed into place; owners are restored when requests are made as root
 //! (which the export must not squash).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use nfs3_client::nfs3_types::nfs3::{
-    ftype3, nfs_fh3, nfstime3, sattr3, set_atime, set_mtime, writeverf3, Nfs3Option,
+    ftype3, nfs_fh3, nfstime3, sattr3, set_atime, set_mtime, Nfs3Option,
 };
 use stowage_backends::block_on;
 use stowage_backends::source::{EntryKind, EntryMeta};
 use stowage_backends::target::{FileSink, Target};
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
 
 use crate::client::NfsClient;
 use crate::url::NfsUrl;
-
-/// WRITEs kept in flight per file being restored.
-const WRITE_AHEAD: usize = 2;
+use crate::writer::TempFile;
 
 pub struct NfsTarget {
     client: Arc<NfsClient>,
@@ -136,23 +133,16 @@ impl Target for NfsTarget {
     fn create_file(&self, rel: &Path) -> io::Result<Box<dyn FileSink>> {
         let inner = Self::inner(rel);
         let what = self.what(&inner);
-        let (dir, name) = block_on(&self.handle, self.parent(&inner))?;
-        let temp = format!(".stowage-restore-{:016x}", rand::random::<u64>()).into_bytes();
-        let fh = block_on(&self.handle, self.client.create(&what, &dir, &temp, 0o600))?;
-        Ok(Box::new(NfsSink {
-            client: Arc::clone(&self.client),
-            handle: self.handle.clone(),
-            what,
-            dir,
-            temp,
-            name: name.to_vec(),
-            fh,
-            buffer: Vec::new(),
-            offset: 0,
-            in_flight: VecDeque::new(),
-            verifiers: Vec::new(),
-            committed: false,
-        }))
+        block_on(&self.handle, async {
+            let (dir, name) = self.parent(&inner).await?;
+            let file =
+                TempFile::create(&self.client, self.handle.clone(), what, dir.clone()).await?;
+            Ok(Box::new(NfsSink {
+                file,
+                dir,
+                name: name.to_vec(),
+            }) as Box<dyn FileSink>)
+        })
     }
 
     fn symlink(&self, rel: &Path, target: &[u8]) -> io::Result<()> {
@@ -222,58 +212,17 @@ impl Target for NfsTarget {
     }
 }
 
-/// A file being restored: WRITEs of `wsize` bytes, up to [`WRITE_AHEAD`] in flight, to a
-/// temporary name; `commit` makes them stable and renames the file into place.
+/// A file being restored: written under a temporary name, renamed into place by `commit`.
 struct NfsSink {
-    client: Arc<NfsClient>,
-    handle: Handle,
-    what: String,
+    file: TempFile,
     dir: nfs_fh3,
-    temp: Vec<u8>,
     name: Vec<u8>,
-    fh: nfs_fh3,
-    buffer: Vec<u8>,
-    offset: u64,
-    in_flight: VecDeque<JoinHandle<io::Result<Option<writeverf3>>>>,
-    verifiers: Vec<writeverf3>,
-    committed: bool,
-}
-
-impl NfsSink {
-    fn send(&mut self) -> io::Result<()> {
-        let data = std::mem::take(&mut self.buffer);
-        let (client, fh, what) = (Arc::clone(&self.client), self.fh.clone(), self.what.clone());
-        let offset = self.offset;
-        self.offset += data.len() as u64;
-        self.in_flight.push_back(
-            self.handle
-                .spawn(async move { client.write(&what, &fh, offset, &data).await }),
-        );
-        while self.in_flight.len() > WRITE_AHEAD {
-            self.wait_one()?;
-        }
-        Ok(())
-    }
-
-    fn wait_one(&mut self) -> io::Result<()> {
-        if let Some(task) = self.in_flight.pop_front() {
-            let verifier = block_on(&self.handle, task)
-                .map_err(|e| io::Error::other(format!("{}: {e}", self.what)))??;
-            self.verifiers.extend(verifier);
-        }
-        Ok(())
-    }
 }
 
 impl Write for NfsSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = self.client.wsize as usize - self.buffer.len();
-        let n = buf.len().min(room);
-        self.buffer.extend_from_slice(&buf[..n]);
-        if self.buffer.len() == self.client.wsize as usize {
-            self.send()?;
-        }
-        Ok(n)
+        self.file.append(buf)?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -283,37 +232,6 @@ impl Write for NfsSink {
 
 impl FileSink for NfsSink {
     fn commit(mut self: Box<Self>) -> io::Result<()> {
-        if !self.buffer.is_empty() {
-            self.send()?;
-        }
-        while !self.in_flight.is_empty() {
-            self.wait_one()?;
-        }
-        let verifiers = std::mem::take(&mut self.verifiers);
-        block_on(&self.handle, async {
-            self.client.commit(&self.what, &self.fh, verifiers).await?;
-            self.client
-                .rename(&self.what, &self.dir, &self.temp, &self.name)
-                .await
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for NfsSink {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Not committed: the temporary file goes (in the background, best effort).
-            let (client, dir, temp) = (
-                Arc::clone(&self.client),
-                self.dir.clone(),
-                self.temp.clone(),
-            );
-            let what = format!("{}/{}", self.what, String::from_utf8_lossy(&self.temp));
-            self.handle.spawn(async move {
-                let _ = client.remove(&what, &dir, &temp).await;
-            });
-        }
+        self.file.complete_blocking(&self.dir, &self.name)
     }
 }

@@ -20,11 +20,22 @@ async fn nfs_store_passes_the_conformance_suite() {
         std::fs::read(&on_disk).expect("object on the export").len(),
         1000
     );
-    let leftovers: Vec<_> = walk(&server.export())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".stowage-tmp-"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // Abandoned uploads are removed in the background: give that a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let leftovers: Vec<_> = walk(&server.export())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".stowage-tmp-"))
+            .collect();
+        if leftovers.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temporary files left: {leftovers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
