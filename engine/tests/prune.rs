@@ -427,3 +427,38 @@ async fn duplicate_packs_count_as_indexed_and_one_copy_is_pruned() {
     );
     f.assert_sound(&repo, &snap, &volume).await;
 }
+
+#[tokio::test]
+async fn a_noted_pack_that_is_not_what_was_noted_is_not_adopted() {
+    let f = fixture().await;
+    let volume = f.volume("vol", 4, 19);
+    let kv = Arc::new(MemoryKv::new());
+    let faulty = Arc::new(FaultyStore::new(f.store.clone()));
+    faulty.fail_puts_under(Some("index/"));
+    let repo = open(faulty, PASSWORD, kv.clone()).await.unwrap();
+    assert!(back_up(&repo, &volume).await.is_err());
+    let packs = f.packs().await;
+    assert!(packs.len() >= 4, "{} packs", packs.len());
+    // One stored pack is damaged (a flipped byte): its id is no longer its hash.
+    let damaged = packs.iter().next().unwrap();
+    let mut bytes = f.store.get(damaged).await.unwrap().to_vec();
+    bytes[10] ^= 1;
+    f.store.put(damaged, bytes.into()).await.unwrap();
+
+    let repo = open(f.store.clone(), PASSWORD, kv).await.unwrap();
+    let (_, snap) = back_up(&repo, &volume).await.unwrap();
+    assert_eq!(snap.summary.adopted_packs, packs.len() as u64 - 1);
+    assert!(
+        snap.summary.new_blobs > 0,
+        "the damaged pack's blobs are stored again"
+    );
+    f.assert_restores(&reopen(&f.store).await, &snap, &volume)
+        .await;
+    // check still names the damaged pack, which no snapshot needs (prune removes it later).
+    let report = check::check(Arc::clone(&repo), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.damaged_packs.len(), 1, "{report:?}");
+    assert!(report.damaged_packs[0].affected.is_empty(), "{report:?}");
+}

@@ -377,7 +377,8 @@ impl Drop for Packer {
 
 /// Indexes the packs a killed run on this host stored but never indexed (noted in the local
 /// cache), so this run reuses them instead of storing their blobs again. Packs that are gone
-/// or marked by a prune are skipped. Returns how many packs were adopted.
+/// or marked by a prune, and packs whose bytes are not what was noted, are skipped. Returns
+/// how many packs were adopted.
 pub async fn adopt_unindexed(repo: &Repository) -> Result<usize> {
     let noted = repo.index().unindexed()?;
     if noted.is_empty() {
@@ -392,10 +393,15 @@ pub async fn adopt_unindexed(repo: &Repository) -> Result<usize> {
         if indexed || repo.index().is_marked(pack) {
             continue;
         }
-        let end = entries.iter().map(|e| e.range().end).max().unwrap_or(0);
-        match repo.store().head(&Pack::key(pack)).await {
-            Ok(meta) if meta.size > end => adopt.push((*pack, entries.clone())),
-            Ok(_) => {}
+        // Adopted only if it is whole and what the note says: its bytes hash to its id and
+        // its header lists the noted blobs. Anything else is left to prune as unindexed.
+        match repo.store().get(&Pack::key(pack)).await {
+            Ok(bytes) => {
+                let header = crate::pack::read_header(repo.keys(), pack, &bytes);
+                if Id::hash_of(&bytes) == *pack && header.is_ok_and(|h| h == *entries) {
+                    adopt.push((*pack, entries.clone()));
+                }
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
