@@ -600,22 +600,28 @@ impl NfsClient {
         Ok(verifier)
     }
 
-    /// Writes all of `data` from offset 0 in parallel requests and makes it stable. Fails if
-    /// the server restarted in between (its verifier changed): unstable data may be lost.
-    pub async fn write_all(&self, what: &str, fh: &nfs_fh3, data: &[u8]) -> io::Result<()> {
+    /// Writes `data` at `offset` in parallel requests of `wsize` bytes; returns the write
+    /// verifiers to check at COMMIT.
+    pub async fn write_parallel(
+        &self,
+        what: &str,
+        fh: &nfs_fh3,
+        offset: u64,
+        data: &[u8],
+    ) -> io::Result<Vec<writeverf3>> {
         use futures::{StreamExt, TryStreamExt};
         let step = self.wsize as usize;
-        let mut offset = 0;
+        let mut at = offset;
         let mut writes = Vec::new();
         for part in data.chunks(step) {
-            writes.push(self.write(what, fh, offset, part));
-            offset += part.len() as u64;
+            writes.push(self.write(what, fh, at, part));
+            at += part.len() as u64;
         }
         let verifiers: Vec<Option<writeverf3>> = futures::stream::iter(writes)
             .buffer_unordered(self.connections)
             .try_collect()
             .await?;
-        self.commit(what, fh, verifiers.into_iter().flatten()).await
+        Ok(verifiers.into_iter().flatten().collect())
     }
 
     /// Makes the file's unstable writes stable; `verifiers` are those the writes returned.

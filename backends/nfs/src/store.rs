@@ -130,22 +130,10 @@ impl NfsStore {
     async fn put_file(&self, key: &str, data: &[u8]) -> io::Result<()> {
         let what = self.client.url.join(key);
         let (dir, file) = self.parent(key, true).await?;
-        let temp = format!("{file}{TEMP_MARK}{:016x}", rand::random::<u64>());
-        let fh = self
-            .client
-            .create(&what, &dir, temp.as_bytes(), 0o600)
-            .await?;
-        let written = async {
-            self.client.write_all(&what, &fh, data).await?;
-            self.client
-                .rename(&what, (&dir, temp.as_bytes()), (&dir, file.as_bytes()))
-                .await
-        }
-        .await;
-        if written.is_err() {
-            let _ = self.client.remove(&what, &dir, temp.as_bytes()).await;
-        }
-        written
+        let mut temp =
+            TempFile::create(&self.client, self.handle.clone(), what, dir.clone()).await?;
+        temp.write_whole(data).await?;
+        temp.complete(&dir, file.as_bytes()).await
     }
 
     async fn list_files(&self, prefix: &str) -> io::Result<Vec<ObjectMeta>> {

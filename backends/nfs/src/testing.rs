@@ -33,7 +33,8 @@ fn program(name: &str) -> String {
     name.to_string()
 }
 
-/// Starts rpcbind unless something answers on port 111.
+/// Starts rpcbind unless something answers on port 111. Called under the start lock, so
+/// tests starting servers at once start one rpcbind.
 fn ensure_rpcbind() {
     if TcpStream::connect(("127.0.0.1", 111)).is_ok() {
         return;
@@ -63,7 +64,6 @@ impl Ganesha {
             unsafe { libc::geteuid() } == 0,
             "the NFS tests run NFS-Ganesha, whose VFS backend needs root"
         );
-        ensure_rpcbind();
         let dir = tempfile::Builder::new()
             .prefix("stowage-ganesha-")
             .tempdir()
@@ -123,6 +123,7 @@ EXPORT {{
             0,
             "flock"
         );
+        ensure_rpcbind();
         let dir = self.dir.path();
         let log = dir.join("ganesha.log");
         let _ = fs::remove_file(&log);

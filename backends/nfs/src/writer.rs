@@ -76,6 +76,21 @@ impl TempFile {
         Ok(())
     }
 
+    /// Writes `data`, all of it at once (WRITEs on every connection), after what was
+    /// written so far.
+    pub async fn write_whole(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.spawn_write();
+        }
+        let verifiers = self
+            .client
+            .write_parallel(&self.what, &self.fh, self.offset, data)
+            .await?;
+        self.verifiers.extend(verifiers);
+        self.offset += data.len() as u64;
+        Ok(())
+    }
+
     fn spawn_write(&mut self) {
         let data = std::mem::take(&mut self.buffer);
         let (client, fh, what) = (Arc::clone(&self.client), self.fh.clone(), self.what.clone());
