@@ -83,31 +83,28 @@ impl Context {
     }
 
     pub async fn store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
-        match Location::parse(location)? {
-            Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
-            Location::Nfs(url) => match NfsStore::open(&url).await {
-                Ok(store) => Ok(Arc::new(store)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(stowage_engine::Error::NoRepository {
-                        location: location.to_string(),
-                        detail: e.to_string(),
-                    }
-                    .into())
+        // A missing directory or export path: no repository there (yet).
+        let missing = |e: std::io::Error, detail: &str| -> anyhow::Error {
+            match e.kind() {
+                std::io::ErrorKind::NotFound => stowage_engine::Error::NoRepository {
+                    location: location.to_string(),
+                    detail: detail.to_string(),
                 }
-                Err(e) => Err(e.into()),
-            },
-            Location::Dir(path) => match FsStore::open(&path) {
-                Ok(store) => Ok(Arc::new(store)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(stowage_engine::Error::NoRepository {
-                        location: location.to_string(),
-                        detail: "the directory does not exist".into(),
-                    }
-                    .into())
-                }
-                Err(e) => Err(anyhow!("{location}: {e}")),
-            },
-        }
+                .into(),
+                _ => anyhow!("{location}: {e}"),
+            }
+        };
+        Ok(match Location::parse(location)? {
+            Location::S3(url) => Arc::new(S3Store::open(url, &self.s3).await?),
+            Location::Nfs(url) => Arc::new(
+                NfsStore::open(&url)
+                    .await
+                    .map_err(|e| missing(e, "the path does not exist on the server"))?,
+            ),
+            Location::Dir(path) => Arc::new(
+                FsStore::open(&path).map_err(|e| missing(e, "the directory does not exist"))?,
+            ),
+        })
     }
 
     /// The store for a new repository (a directory is created; a bucket must exist).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use stowage_fixtures::compare::tree_differences;
 use stowage_fixtures::{generate, VolumeSpec};
 
-use common::{gnu_tar_sha256, is_root, settle, Stowage};
+use common::{gnu_tar_sha256, is_root, settle, walk_files, Stowage};
 
 #[test]
 fn nightly_backups_dedup_and_restore_exactly() {
@@ -200,19 +200,6 @@ fn bad_input_gives_clear_errors_and_damage_is_found() {
         failed.contains("corrupt") && failed.contains(&pack_id[..16]),
         "{failed}"
     );
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("readdir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            out.extend(walk_files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -8,32 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{gnu_tar_sha256, settle, Stowage};
-use stowage_fixtures::compare::tree_differences;
+use common::{assert_same_tree, dir_name, gnu_tar_sha256, settle, summary_u64, Stowage};
 use stowage_fixtures::{generate, VolumeSpec};
 use stowage_nfs::testing::{free_port, Ganesha};
-
-fn dir_name(path: &Path) -> String {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .expect("a UTF-8 name")
-        .to_string()
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let differences = tree_differences(a, b).expect("compare");
-    assert!(
-        differences.is_empty(),
-        "restore differs:\n{}",
-        differences.join("\n")
-    );
-}
-
-fn summary_u64(value: &serde_json::Value, field: &str) -> u64 {
-    value["snapshot"]["summary"][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("summary.{field} in {value}"))
-}
 
 /// `cp -a`, to keep a reference copy of a volume before it is wiped.
 fn copy_tree(from: &Path, to_parent: &Path) -> PathBuf {
@@ -133,10 +110,7 @@ fn a_volume_on_an_export_backs_up_through_nfs_and_restores_exactly() {
         Some(night2.blobs)
     );
     assert_same_tree(&reference, &root);
-    let leftovers: Vec<String> = walk(&root)
-        .into_iter()
-        .filter(|p| p.contains(".stowage-tmp-"))
-        .collect();
+    let leftovers = stowage_backends::testing::temp_files(&root);
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -185,16 +159,4 @@ fn an_unreachable_server_is_a_clear_error() {
         s.ok(&["snapshots"]).lines().all(|l| !l.contains("nfs://")),
         "no snapshot was written"
     );
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read_dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        }
-        out.push(path.display().to_string());
-    }
-    out
 }

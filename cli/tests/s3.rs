@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{settle, signal, Stowage};
+use common::{assert_same_tree, dir_name, settle, signal, Stowage};
 use stowage_backends::Store;
-use stowage_fixtures::compare::tree_differences;
 use stowage_fixtures::{generate, VolumeSpec};
 use stowage_s3::testing::MotoServer;
 use stowage_s3::{S3Store, S3Url};
@@ -58,23 +57,6 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
-}
-
-/// The last component of a path, e.g. a volume's `dtr-registry-<replica>`.
-fn dir_name(path: &Path) -> String {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .expect("a UTF-8 name")
-        .to_string()
-}
-
-fn assert_same_tree(a: &Path, b: &Path) {
-    let differences = tree_differences(a, b).expect("compare");
-    assert!(
-        differences.is_empty(),
-        "restore differs:\n{}",
-        differences.join("\n")
-    );
 }
 
 fn volume(dir: &Path, seed: u64, size: u64) -> PathBuf {

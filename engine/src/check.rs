@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{read_header, Pack};
+use crate::pack::{verified_header, Pack};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
@@ -196,10 +196,7 @@ fn verify_pack(
     bytes: &[u8],
     indexed: &HashSet<Id>,
 ) -> Result<usize, String> {
-    if Id::hash_of(bytes) != *pack {
-        return Err("content does not match the pack id (damaged)".into());
-    }
-    let entries = read_header(repo.keys(), pack, bytes).map_err(|e| e.to_string())?;
+    let entries = verified_header(repo.keys(), pack, bytes).map_err(|e| e.to_string())?;
     for entry in &entries {
         let loc = crate::index::Location {
             pack: *pack,

@@ -204,6 +204,17 @@ impl PackBuilder {
     }
 }
 
+/// The header of a whole pack's bytes, after checking that they hash to the pack's id.
+pub fn verified_header(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    if Id::hash_of(bytes) != *pack_id {
+        return Err(Error::corrupt(
+            format!("pack {pack_id}"),
+            "content does not match the pack id (damaged)",
+        ));
+    }
+    read_header(keys, pack_id, bytes)
+}
+
 /// Reads the header of a whole pack's bytes.
 pub fn read_header(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
     let what = || format!("pack {pack_id} header");

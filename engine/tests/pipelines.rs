@@ -134,8 +134,9 @@ async fn restore_reproduces_the_volume_exactly() {
 async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    // Outside the racy window: nothing was written in the second before the backup starts.
-    tokio::time::sleep(std::time::Duration::from_millis(1150)).await;
+    // Outside the racy window: nothing was written within it before the backup starts.
+    let racy = stowage_engine::backup::RACY_MARGIN.to_std().unwrap();
+    tokio::time::sleep(racy + std::time::Duration::from_millis(150)).await;
     let (_, first) = run_backup(&repo, &f.volume).await;
     assert!(first.summary.bytes_read > 700_000);
     let (_, second) = run_backup(&repo, &f.volume).await;

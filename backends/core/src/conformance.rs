@@ -196,7 +196,7 @@ pub async fn uploads(store: &dyn Store) {
     assert_eq!(
         keys,
         ["conf-up/ab/one", "conf-up/empty"],
-        "finished uploads are listed, a dropped one left nothing"
+        "finished uploads are listed, a dropped one is not an object (its leftovers on disk are checked per backend)"
     );
     let mut bad = store.start_upload("conf-up", 0).expect("start upload");
     bad.write(b"x").expect("write");

@@ -18,9 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::retry::retry;
-use crate::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload};
-
-const TEMP_MARK: &str = ".stowage-tmp-";
+use crate::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload, TEMP_MARK};
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -140,7 +138,7 @@ fn publish(temp: &Path, file: File, path: &Path) -> io::Result<()> {
 }
 
 /// Uploads are temporary files named so, in the directory of their future key.
-const UPLOAD_PREFIX: &str = "upload.stowage-tmp-";
+const UPLOAD_PREFIX: &str = "upload.stowage-tmp-"; // "upload" + TEMP_MARK
 /// An upload not written to for this long belongs to a process that is gone (a pack fills in
 /// seconds; a run paused longer than this fails at the rename instead of losing data).
 const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);

@@ -121,6 +121,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// In the name of every temporary file a file-backed store writes (an object before its
+/// rename): such files are never listed, and a leftover one is not an object.
+pub const TEMP_MARK: &str = ".stowage-tmp-";
+
 /// An object being written (see [`Store::start_upload`]). Writes block. Dropped without
 /// [`Upload::finish`], it is discarded.
 #[async_trait]

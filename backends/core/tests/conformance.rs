@@ -16,19 +16,8 @@ async fn fs_store_conforms() {
     let store = FsStore::create(dir.path().join("repo")).expect("create");
     conformance::run_all(&store).await;
     // Failed and dropped uploads and puts leave no temporary file behind.
-    fn temp_files(dir: &std::path::Path) -> Vec<String> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                out.extend(temp_files(&path));
-            } else if path.to_string_lossy().contains(".stowage-tmp-") {
-                out.push(path.display().to_string());
-            }
-        }
-        out
-    }
-    assert_eq!(temp_files(&dir.path().join("repo")), Vec::<String>::new());
+    let left = stowage_backends::testing::temp_files(&dir.path().join("repo"));
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test]

@@ -17,14 +17,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use nfs3_client::nfs3_types::nfs3::{ftype3, nfs_fh3};
 use stowage_backends::block_on;
-use stowage_backends::store::{validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload};
+use stowage_backends::store::{
+    validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload, TEMP_MARK,
+};
 use tokio::runtime::Handle;
 
 use crate::client::{is_server_restarted, NfsClient};
 use crate::url::NfsUrl;
 use crate::writer::TempFile;
-
-const TEMP_MARK: &str = ".stowage-tmp-";
 
 #[derive(Debug)]
 pub struct NfsStore {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use nfs3_client::nfs3_types::nfs3::{nfs_fh3, writeverf3};
 use stowage_backends::block_on;
+use stowage_backends::store::TEMP_MARK;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -40,7 +41,7 @@ impl TempFile {
         what: String,
         dir: nfs_fh3,
     ) -> io::Result<TempFile> {
-        let temp = format!(".stowage-tmp-{:016x}", rand::random::<u64>()).into_bytes();
+        let temp = format!("{TEMP_MARK}{:016x}", rand::random::<u64>()).into_bytes();
         let fh = client.create(&what, &dir, &temp, 0o600).await?;
         Ok(TempFile {
             client: Arc::clone(client),

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use stowage_backends::testing::temp_files;
 use stowage_backends::{conformance, Store};
 use stowage_nfs::testing::{free_port, Ganesha};
 use stowage_nfs::NfsStore;
@@ -23,10 +24,7 @@ async fn nfs_store_passes_the_conformance_suite() {
     // Abandoned uploads are removed in the background: give that a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let leftovers: Vec<_> = walk(&server.export())
-            .into_iter()
-            .filter(|p| p.to_string_lossy().contains(".stowage-tmp-"))
-            .collect();
+        let leftovers = temp_files(&server.export());
         if leftovers.is_empty() {
             break;
         }
@@ -96,18 +94,6 @@ async fn store_survives_a_server_restart() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["data/ab/one", "data/ab/two"]);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read_dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        }
-        out.push(path);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

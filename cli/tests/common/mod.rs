@@ -124,3 +124,42 @@ pub fn signal(pid: u32, signal: libc::c_int) {
     let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(rc, 0, "kill({pid}, {signal})");
 }
+
+/// The last component of a path, e.g. a volume's `dtr-registry-<replica>`.
+pub fn dir_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .expect("a UTF-8 name")
+        .to_string()
+}
+
+/// Insists that the trees are equal in bytes and metadata (GNU-tar-visible differences).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let differences = stowage_fixtures::compare::tree_differences(a, b).expect("compare");
+    assert!(
+        differences.is_empty(),
+        "restore differs:\n{}",
+        differences.join("\n")
+    );
+}
+
+/// A number of a backup's `--json` summary.
+pub fn summary_u64(backup: &Value, field: &str) -> u64 {
+    backup["snapshot"]["summary"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary.{field} in {backup}"))
+}
+
+/// Every file below `dir`.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("readdir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

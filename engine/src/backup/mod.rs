@@ -56,14 +56,14 @@ impl Default for BackupOptions {
     }
 }
 
-/// Backs up `source` and returns the new snapshot.
 /// How close before the parent backup's start a file's timestamp may lie and still prove
 /// the file unchanged since that backup read it. A change in the same clock tick leaves the
 /// same timestamp; a long write(2) sets mtime once, at its start, and may still be copying
 /// when the file is read; NFS stamps with the server's clock. Files stamped later than this
 /// are read again by the next backup.
-const RACY_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+pub const RACY_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
 
+/// Backs up `source` and returns the new snapshot.
 pub async fn backup(
     repo: Arc<Repository>,
     source: Arc<dyn Source>,

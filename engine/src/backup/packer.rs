@@ -397,8 +397,8 @@ pub async fn adopt_unindexed(repo: &Repository) -> Result<usize> {
         // its header lists the noted blobs. Anything else is left to prune as unindexed.
         match repo.store().get(&Pack::key(pack)).await {
             Ok(bytes) => {
-                let header = crate::pack::read_header(repo.keys(), pack, &bytes);
-                if Id::hash_of(&bytes) == *pack && header.is_ok_and(|h| h == *entries) {
+                let header = crate::pack::verified_header(repo.keys(), pack, &bytes);
+                if header.is_ok_and(|h| h == *entries) {
                     adopt.push((*pack, entries.clone()));
                 }
             }
