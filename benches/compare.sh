@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Side-by-side: stowage, restic and borg (from Debian's packages; rustic too when it is on
-# PATH) on the same generated registry volume, in alternating rounds, in one run:
+# Side-by-side: stowage, restic and borg (from Debian's packages) and rustic (not packaged by
+# Debian: used when on PATH or installed by `INSTALL_RUSTIC=1`, which runs
+# `cargo install rustic-rs`, ~15 minutes) on the same generated registry volume, in
+# alternating rounds, in one run:
 # initial backup, night-2 incremental (the volume advanced in place), restore; wall time
 # and peak RSS (GNU time). Prints each tool's medians and stowage's ratios.
 #
@@ -23,6 +25,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+rustic_root=${STOWAGE_TOOLS:-$HOME/.cache/stowage-tools}/rustic
+export PATH=$rustic_root/bin:$PATH
+if ! command -v rustic >/dev/null && [ "${INSTALL_RUSTIC:-0}" = 1 ]; then
+  cargo install -q --locked rustic-rs --root "$rustic_root"
+fi
 cargo build --release -q -p stowage-cli -p stowage-fixtures
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 tools=(stowage restic borg)
@@ -39,6 +46,7 @@ echo "volume $vol: $bytes bytes; tools: ${tools[*]}; $rounds round(s)"
 
 export STOWAGE_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench
 export STOWAGE_CACHE_DIR=$work/cache/stowage RESTIC_CACHE_DIR=$work/cache/restic
+export RUSTIC_CACHE_DIR=$work/cache/rustic
 export BORG_CACHE_DIR=$work/cache/borg BORG_CONFIG_DIR=$work/cache/borg-config
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 results=$work/results.tsv

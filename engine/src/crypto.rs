@@ -114,19 +114,33 @@ impl Keys {
 
     /// Opens a sealed object; `what` names it in the error when authentication fails.
     pub fn open(&self, sealed: &[u8], what: impl FnOnce() -> String) -> Result<Vec<u8>> {
+        let mut plain = Vec::new();
+        self.open_into(sealed, what, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// [`Keys::open`] into `plain` (replacing what it held), so a caller opening many
+    /// objects reuses one buffer.
+    pub fn open_into(
+        &self,
+        sealed: &[u8],
+        what: impl FnOnce() -> String,
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(Error::corrupt(what(), "too short to be a sealed object"));
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).expect("12-byte nonce");
-        let mut plain = body.to_vec();
+        plain.clear();
+        plain.extend_from_slice(body);
         let len = self
             .cipher
-            .open_in_place(nonce, Aad::empty(), &mut plain)
+            .open_in_place(nonce, Aad::empty(), plain)
             .map_err(|_| Error::corrupt(what(), "authentication failed (damaged or tampered)"))?
             .len();
         plain.truncate(len);
-        Ok(plain)
+        Ok(())
     }
 }
 

@@ -163,11 +163,31 @@ impl Repository {
     pub async fn open(
         store: Arc<dyn Store>,
         password: &[u8],
-        cache: impl FnOnce(&str) -> Result<Arc<dyn KvStore>>,
+        cache: impl FnOnce(&str) -> Result<Arc<dyn KvStore>> + Send + 'static,
     ) -> Result<Self> {
         let (config, config_hash) = Self::read_config(store.as_ref()).await?;
+        // The local cache opens (RocksDB: tens of ms) while the key is derived.
+        let id = config.id.clone();
+        let cache = tokio::task::spawn_blocking(move || cache(&id));
+        let keys = Self::unlock(store.as_ref(), password, config_hash).await;
+        let cache = cache
+            .await
+            .map_err(|e| Error::Invalid(format!("opening the cache panicked: {e}")))?;
+        let keys = keys?;
+        let index = Index::new(cache?);
+        index.sync(store.as_ref(), &keys).await?;
+        Ok(Repository {
+            store,
+            keys,
+            config,
+            index,
+            tree_windows: PackWindows::default(),
+        })
+    }
+
+    /// The repository's keys, from the first key file the password opens.
+    async fn unlock(store: &dyn Store, password: &[u8], config_hash: Id) -> Result<Keys> {
         let key_objects = store.list("keys/").await?;
-        let mut keys = None;
         let mut mismatch = None;
         for meta in &key_objects {
             let bytes = store.get(&meta.key).await?;
@@ -178,10 +198,7 @@ impl Repository {
                 .await
                 .map_err(|e| Error::Invalid(format!("key derivation panicked: {e}")))?;
             match opened {
-                Ok(Some(k)) => {
-                    keys = Some(k);
-                    break;
-                }
+                Ok(Some(keys)) => return Ok(keys),
                 Ok(None) => {}
                 // A key for another config (left by an `init` that failed before writing
                 // its config): not this repository's key; another one may open.
@@ -189,21 +206,9 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        if let (None, Some(e)) = (&keys, mismatch) {
-            return Err(e);
-        }
-        let keys = keys.ok_or(Error::WrongPassword {
+        Err(mismatch.unwrap_or(Error::WrongPassword {
             keys: key_objects.len(),
-        })?;
-        let index = Index::new(cache(&config.id)?);
-        index.sync(store.as_ref(), &keys).await?;
-        Ok(Repository {
-            store,
-            keys,
-            config,
-            index,
-            tree_windows: PackWindows::default(),
-        })
+        }))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -228,18 +233,32 @@ impl Repository {
 
     /// Decrypts, decompresses and verifies a blob read from `loc`.
     pub fn decode_blob(&self, id: &Id, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        let mut plain = Vec::new();
+        self.decode_blob_into(id, loc, sealed, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// [`Repository::decode_blob`] into `plain` (replacing what it held): a restore decodes
+    /// thousands of blobs into one buffer instead of a fresh one each.
+    pub fn decode_blob_into(
+        &self,
+        id: &Id,
+        loc: &Location,
+        sealed: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
         let what = || format!("blob {id} in pack {}", loc.pack);
-        let compressed = self.keys.open(sealed, what)?;
-        let plain = decompress(
+        self.keys.open_into(sealed, what, plain)?;
+        *plain = decompress(
             loc.entry.compression,
-            compressed,
+            std::mem::take(plain),
             loc.entry.raw_length as usize,
             what,
         )?;
-        if self.keys.blob_id(&plain) != *id {
+        if self.keys.blob_id(plain) != *id {
             return Err(Error::corrupt(what(), "content does not match its id"));
         }
-        Ok(plain)
+        Ok(())
     }
 
     pub async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {

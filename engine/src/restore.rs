@@ -351,6 +351,7 @@ pub(crate) fn read_content(
         Some(Content::Inline(bytes)) => take(&bytes.0)?,
         Some(Content::Chunks(ids)) => {
             let mut blobs = Vec::with_capacity(ids.len());
+            let mut plain = Vec::new();
             for id in ids {
                 let loc = repo.index().lookup(id)?.ok_or(Error::MissingBlob(*id))?;
                 blobs.push((*id, loc));
@@ -374,7 +375,8 @@ pub(crate) fn read_content(
                 for (id, loc) in run {
                     let at = (loc.entry.range().start - range.start) as usize;
                     let sealed = &bytes[at..at + loc.entry.length as usize];
-                    take(&repo.decode_blob(id, loc, sealed)?)?;
+                    repo.decode_blob_into(id, loc, sealed, &mut plain)?;
+                    take(&plain)?;
                 }
             }
         }

@@ -131,6 +131,26 @@ async fn restore_reproduces_the_volume_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_ahead_or_directory_by_directory_makes_the_same_tree() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let (_, ahead) = run_backup(&repo, &f.volume).await;
+    for listing_budget in [0, 1, 3] {
+        let opts = BackupOptions {
+            listing_budget,
+            force: true,
+            ..BackupOptions::default()
+        };
+        let source = Arc::new(FsSource::new(&f.volume).unwrap());
+        let (_, snap) = backup(Arc::clone(&repo), source, opts, Arc::new(NoProgress))
+            .await
+            .unwrap();
+        assert_eq!(snap.tree, ahead.tree, "listing budget {listing_budget}");
+        assert_eq!(snap.summary.dirs, ahead.summary.dirs);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();

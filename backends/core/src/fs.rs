@@ -234,9 +234,7 @@ fn read_range(path: &Path, range: Range<u64>) -> io::Result<Bytes> {
     let size = file.metadata()?.len();
     let end = range.end.min(size);
     let start = range.start.min(end);
-    let mut buf = vec![0u8; (end - start) as usize];
-    file.read_exact_at(&mut buf, start)?;
-    Ok(Bytes::from(buf))
+    crate::buffers::filled((end - start) as usize, |buf| file.read_exact_at(buf, start))
 }
 
 fn list_under(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> io::Result<()> {

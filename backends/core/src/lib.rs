@@ -4,6 +4,7 @@
 //! Nothing here knows the repository format; the engine builds on these traits.
 
 pub mod bench;
+pub mod buffers;
 pub mod conformance;
 pub mod faulty;
 pub mod fs;

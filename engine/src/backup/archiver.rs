@@ -99,10 +99,10 @@ impl Archiver {
         })
     }
 
-    /// Lists the directories `dirs`, a few per blocking task: one task per directory would
-    /// cost more in thread hand-offs than a cached listing takes, while several tasks keep
-    /// high-latency mounts busy.
-    async fn list_dirs(&self, dirs: Vec<PathBuf>) -> Vec<Result<Vec<EntryMeta>>> {
+    /// Lists the directories `dirs` and, depth first, as much below them as a task's budget
+    /// allows, in a few blocking tasks: one hand-off per directory would cost more than a
+    /// cached listing takes, while several tasks keep high-latency mounts busy.
+    async fn list_dirs(&self, dirs: Vec<PathBuf>) -> Vec<Result<Listing>> {
         const TASKS: usize = 8;
         let per_task = dirs.len().div_ceil(TASKS).max(4);
         let mut batches = Vec::new();
@@ -111,12 +111,14 @@ impl Archiver {
             let batch: Vec<PathBuf> = dirs.by_ref().take(per_task).collect();
             let source = Arc::clone(&self.source);
             let slots = Arc::clone(&self.dir_slots);
+            let budget = self.opts.listing_budget;
             batches.push(tokio::spawn(async move {
                 let _slot = slots.acquire().await.expect("semaphore open");
                 let listed = tokio::task::spawn_blocking(move || {
+                    let mut budget = budget;
                     batch
                         .iter()
-                        .map(|at| source.read_dir(at).map_err(|e| Error::io(display(at), e)))
+                        .map(|at| list_tree(source.as_ref(), at, &mut budget, 0))
                         .collect::<Vec<_>>()
                 })
                 .await;
@@ -141,10 +143,10 @@ impl Archiver {
         rel: PathBuf,
         meta: EntryMeta,
         parent: Option<Id>,
-        listing: Option<Result<Vec<EntryMeta>>>,
+        listing: Option<Result<Listing>>,
     ) -> BoxFuture<'static, Result<Node>> {
         async move {
-            let entries = match listing {
+            let Listing { entries, subdirs } = match listing {
                 Some(listing) => listing?,
                 None => self.list_dirs(vec![rel.clone()]).await.remove(0)?,
             };
@@ -152,12 +154,7 @@ impl Archiver {
                 Some(id) => Some(self.repo.load_tree(&id).await?),
                 None => None,
             };
-            let subdirs: Vec<PathBuf> = entries
-                .iter()
-                .filter(|e| e.kind == EntryKind::Dir)
-                .map(|e| rel.join(std::ffi::OsStr::from_bytes(&e.name)))
-                .collect();
-            let mut listings = self.list_dirs(subdirs).await.into_iter();
+            let mut listings = self.complete(&rel, &entries, subdirs).await.into_iter();
             let mut children = Vec::with_capacity(entries.len());
             for entry in entries {
                 let child_rel = rel.join(std::ffi::OsStr::from_bytes(&entry.name));
@@ -241,6 +238,27 @@ impl Archiver {
             Ok(node)
         }
         .boxed()
+    }
+
+    /// The listings of the subdirectories among `entries`: those listed with their parent,
+    /// and the others listed now.
+    async fn complete(
+        &self,
+        rel: &Path,
+        entries: &[EntryMeta],
+        listed: Vec<Option<Result<Listing>>>,
+    ) -> Vec<Result<Listing>> {
+        let names = entries.iter().filter(|e| e.kind == EntryKind::Dir);
+        let missing: Vec<PathBuf> = names
+            .zip(&listed)
+            .filter(|(_, listing)| listing.is_none())
+            .map(|(e, _)| rel.join(std::ffi::OsStr::from_bytes(&e.name)))
+            .collect();
+        let mut fresh = self.list_dirs(missing).await.into_iter();
+        listed
+            .into_iter()
+            .map(|listing| listing.unwrap_or_else(|| fresh.next().expect("one per missing")))
+            .collect()
     }
 
     /// Whether `previous` (from the parent snapshot) still describes the file.
@@ -408,6 +426,35 @@ impl Archiver {
         }
         Ok((Content::Chunks(ids), size))
     }
+}
+
+/// Below this depth a listing task leaves subdirectories to the walk (bounded recursion).
+const LISTING_DEPTH: usize = 32;
+
+/// A directory's entries and, for each of its subdirectories in order, its listing when it
+/// was read in the same task.
+pub struct Listing {
+    entries: Vec<EntryMeta>,
+    subdirs: Vec<Option<Result<Listing>>>,
+}
+
+/// Lists `rel` and then, depth first, its subdirectories while `budget` lasts.
+fn list_tree(source: &dyn Source, rel: &Path, budget: &mut usize, depth: usize) -> Result<Listing> {
+    let entries = source
+        .read_dir(rel)
+        .map_err(|e| Error::io(display(rel), e))?;
+    *budget = budget.saturating_sub(entries.len().max(1));
+    let subdirs = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .map(|e| {
+            (*budget > 0 && depth < LISTING_DEPTH).then(|| {
+                let at = rel.join(std::ffi::OsStr::from_bytes(&e.name));
+                list_tree(source, &at, budget, depth + 1)
+            })
+        })
+        .collect();
+    Ok(Listing { entries, subdirs })
 }
 
 /// Whether a timestamp (seconds, nanoseconds) is too close to `since` to prove anything. A

@@ -38,6 +38,9 @@ pub struct BackupOptions {
     pub readers: usize,
     /// Packs are closed at about this size.
     pub pack_size: usize,
+    /// Directory entries one listing task reads, depth first, below the directories it is
+    /// given: a few large tasks instead of a hand-off to a blocking thread per directory.
+    pub listing_budget: usize,
 }
 
 impl Default for BackupOptions {
@@ -52,6 +55,7 @@ impl Default for BackupOptions {
             ignore_ctime: false,
             readers: 2,
             pack_size: 16 << 20,
+            listing_budget: 4096,
         }
     }
 }
