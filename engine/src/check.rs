@@ -111,7 +111,7 @@ pub async fn check(
             };
             for node in &tree.nodes {
                 pending.extend(node.subtree);
-                for blob in node.chunks() {
+                for blob in node.blobs() {
                     if !repo.index().contains(blob)? {
                         report.errors.push(format!(
                             "snapshot {}: {} needs blob {blob}, which is in no index",
@@ -245,7 +245,7 @@ async fn map_damage(
             };
             for node in tree.nodes {
                 let child = format!("{path}/{}", node.name.lossy());
-                let needs = |n: &Node| n.chunks().iter().find_map(|b| pack_of.get(b)).copied();
+                let needs = |n: &Node| n.blobs().find_map(|b| pack_of.get(b)).copied();
                 match (node.kind, node.subtree) {
                     (NodeKind::Dir, Some(sub)) => pending.push((child, sub)),
                     _ => {

@@ -46,7 +46,9 @@ const MAGIC: &[u8; 8] = b"STWIDX01";
 pub const INDEX_FILE_ENTRIES: usize = 50_000;
 const BLOB: u8 = b'b';
 const INDEX_FILE: u8 = b'x';
-const DIGEST: u8 = b'd';
+/// Registry digest -> content; `D` since content may be gzip content (the `d` records of
+/// earlier versions, chunk lists only, are no longer read).
+const DIGEST: u8 = b'D';
 const UNINDEXED: u8 = b'u';
 const PACK: u8 = b'p';
 /// Present while a rebuild of the `b` and `x` records is under way.
@@ -145,7 +147,7 @@ fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestRecord {
     pub size: u64,
-    pub content: Vec<Id>,
+    pub content: crate::tree::Content,
 }
 
 /// Lookups of what the repository holds, through the local cache.
@@ -380,22 +382,17 @@ impl Index {
             return Ok(None);
         };
         let bad = || Error::corrupt("local cache", "bad digest record");
-        if v.len() < 8 || (v.len() - 8) % 32 != 0 {
-            return Err(bad());
-        }
-        let size = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
-        let content = v[8..]
-            .chunks(32)
-            .map(|c| Id::from_slice(c).ok_or_else(bad))
-            .collect::<Result<_>>()?;
-        Ok(Some(DigestRecord { size, content }))
+        let (size, content) = v.split_first_chunk::<8>().ok_or_else(bad)?;
+        let content = serde_json::from_slice(content).map_err(|_| bad())?;
+        Ok(Some(DigestRecord {
+            size: u64::from_le_bytes(*size),
+            content,
+        }))
     }
 
     pub fn set_digest(&self, sha256: &[u8; 32], record: &DigestRecord) -> Result<()> {
         let mut v = record.size.to_le_bytes().to_vec();
-        for id in &record.content {
-            v.extend_from_slice(&id.0);
-        }
+        serde_json::to_writer(&mut v, &record.content).expect("content serializes");
         self.kv.put_batch(&[(key(DIGEST, sha256), v)])?;
         Ok(())
     }

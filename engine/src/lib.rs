@@ -15,6 +15,7 @@ pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod forget;
+pub mod gzip;
 pub mod id;
 pub mod index;
 pub mod marks;

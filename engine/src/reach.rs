@@ -37,7 +37,7 @@ pub async fn reachable<'a>(
         for tree in trees {
             for node in tree.nodes {
                 next.extend(node.subtree.filter(|sub| blobs.insert(*sub)));
-                blobs.extend(node.chunks().iter().copied());
+                blobs.extend(node.blobs().copied());
             }
         }
         level = next;

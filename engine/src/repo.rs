@@ -33,6 +33,9 @@ pub struct Config {
     pub compression_level: i32,
     pub encryption: String,
     pub created: DateTime<Utc>,
+    /// Backups keep gzip registry blobs as gzip content unless told otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gzip: bool,
 }
 
 /// Parameters of a new repository.
@@ -41,6 +44,7 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub compression_level: i32,
     pub host: String,
+    pub gzip: bool,
 }
 
 impl Default for InitOptions {
@@ -49,6 +53,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             compression_level: 3,
             host: "localhost".into(),
+            gzip: false,
         }
     }
 }
@@ -81,8 +86,8 @@ impl Repository {
     }
 
     /// Creates a repository in an empty store that shares `source`'s master keys, chunker
-    /// parameters and compression level, so both give the same blob ids and chunk boundaries
-    /// and `copy` moves sealed blobs between them as they are. The key file is new (under
+    /// parameters, compression level and gzip setting, so both give the same blob ids and
+    /// chunk boundaries and `copy` moves sealed blobs between them as they are. The key file is new (under
     /// `password`) and so is the repository id: the two keep separate local caches.
     pub async fn init_from(
         store: &dyn Store,
@@ -94,6 +99,7 @@ impl Repository {
             chunker: source.config.chunker,
             compression_level: source.config.compression_level,
             host: host.to_string(),
+            gzip: source.config.gzip,
         };
         Self::create(store, password, &opts, &source.keys.raw()).await
     }
@@ -117,6 +123,7 @@ impl Repository {
             compression_level: opts.compression_level,
             encryption: "aes-256-gcm".into(),
             created: Utc::now(),
+            gzip: opts.gzip,
         };
         let config_bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
         let key_file = KeyFile::wrap(raw, Id::hash_of(&config_bytes), password, &opts.host)?;

@@ -302,6 +302,45 @@ impl Restorer {
     }
 }
 
+/// Reads the data blobs `ids` in order and hands each one's plaintext to `take`, verified
+/// against its id. Blobs stored back to back in one pack come in one read: a layer's chunks
+/// were packed in order, so a whole file is a few requests, not one per chunk.
+fn read_blobs(
+    repo: &Repository,
+    rt: &tokio::runtime::Handle,
+    ids: &[crate::id::Id],
+    take: &mut impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut blobs = Vec::with_capacity(ids.len());
+    let mut plain = Vec::new();
+    for id in ids {
+        let loc = repo.index().lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        blobs.push((*id, loc));
+    }
+    for run in adjacent_runs(&blobs, MAX_READ) {
+        let run = &blobs[run];
+        let (first, last) = (&run[0].1, &run[run.len() - 1].1);
+        let range = first.entry.range().start..last.entry.range().end;
+        let bytes = rt.block_on(
+            repo.store()
+                .get_range(&Pack::key(&first.pack), range.clone()),
+        )?;
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(Error::corrupt(
+                format!("pack {}", first.pack),
+                "cut short (pack truncated)",
+            ));
+        }
+        for (id, loc) in run {
+            let at = (loc.entry.range().start - range.start) as usize;
+            let sealed = &bytes[at..at + loc.entry.length as usize];
+            repo.decode_blob_into(id, loc, sealed, &mut plain)?;
+            take(&plain)?;
+        }
+    }
+    Ok(())
+}
+
 /// What [`read_content`] read and checked.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ContentRead {
@@ -349,36 +388,22 @@ pub(crate) fn read_content(
     };
     match &node.content {
         Some(Content::Inline(bytes)) => take(&bytes.0)?,
-        Some(Content::Chunks(ids)) => {
-            let mut blobs = Vec::with_capacity(ids.len());
-            let mut plain = Vec::new();
-            for id in ids {
-                let loc = repo.index().lookup(id)?.ok_or(Error::MissingBlob(*id))?;
-                blobs.push((*id, loc));
-            }
-            // Blobs stored back to back in one pack come in one read: a layer's chunks
-            // were packed in order, so a whole file is a few requests, not one per chunk.
-            for run in adjacent_runs(&blobs, MAX_READ) {
-                let run = &blobs[run];
-                let (first, last) = (&run[0].1, &run[run.len() - 1].1);
-                let range = first.entry.range().start..last.entry.range().end;
-                let bytes = rt.block_on(
-                    repo.store()
-                        .get_range(&Pack::key(&first.pack), range.clone()),
-                )?;
-                if bytes.len() as u64 != range.end - range.start {
-                    return Err(Error::corrupt(
-                        format!("pack {}", first.pack),
-                        "cut short (pack truncated)",
-                    ));
-                }
-                for (id, loc) in run {
-                    let at = (loc.entry.range().start - range.start) as usize;
-                    let sealed = &bytes[at..at + loc.entry.length as usize];
-                    repo.decode_blob_into(id, loc, sealed, &mut plain)?;
-                    take(&plain)?;
-                }
-            }
+        Some(Content::Chunks(ids)) => read_blobs(repo, rt, ids, &mut take)?,
+        Some(Content::Gzip(gzip)) => {
+            let what = rel.display().to_string();
+            let mut recipe = Vec::new();
+            read_blobs(repo, rt, &gzip.recipe, &mut |bytes| {
+                recipe.extend_from_slice(bytes);
+                Ok(())
+            })?;
+            let recipe = crate::gzip::Recipe::decode(&recipe, &what)?;
+            take(&recipe.header)?;
+            let mut rebuild = crate::gzip::Rebuilder::new(recipe, what);
+            read_blobs(repo, rt, &gzip.plain, &mut |plain| {
+                rebuild.push(plain, &mut take)
+            })?;
+            rebuild.finish(&mut take)?;
+            read_blobs(repo, rt, &gzip.tail, &mut take)?;
         }
         None => {}
     }

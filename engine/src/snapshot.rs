@@ -38,6 +38,15 @@ pub struct Summary {
     /// Packs a killed run had stored but not indexed, indexed and reused by this one.
     #[serde(default)]
     pub adopted_packs: u64,
+    /// Gzip registry blobs kept as gzip content (FORMAT.md, "Gzip content"), whole or in
+    /// part (the rest kept as it is), and those stored as they are because no part of them
+    /// could be re-created exactly.
+    #[serde(default)]
+    pub gzip_layers: u64,
+    #[serde(default)]
+    pub gzip_partial: u64,
+    #[serde(default)]
+    pub gzip_fallbacks: u64,
     pub duration_secs: f64,
 }
 

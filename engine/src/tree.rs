@@ -77,8 +77,8 @@ pub enum NodeKind {
     Symlink,
 }
 
-/// How a file's bytes are kept. New encodings (a gzip layer as its plaintext chunks plus
-/// re-creation data) are added as new variants; readers refuse variants they do not know.
+/// How a file's bytes are kept. New encodings are added as new variants; readers refuse
+/// variants they do not know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Content {
@@ -86,6 +86,33 @@ pub enum Content {
     Chunks(Vec<Id>),
     /// The file's bytes, kept in the tree.
     Inline(InlineBytes),
+    /// A gzip file kept as its plaintext and a recipe that re-creates its exact bytes.
+    Gzip(GzipContent),
+}
+
+/// A gzip file (FORMAT.md, "Gzip content"): the recipe's header and re-created deflate
+/// pieces, then the tail, are the file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GzipContent {
+    /// The recipe ([`crate::gzip::Recipe`]), as data blobs.
+    pub recipe: Vec<Id>,
+    /// The plaintext of the re-created pieces, as data blobs.
+    pub plain: Vec<Id>,
+    /// The bytes after the re-created pieces (the gzip trailer, or the rest of a stream
+    /// that could not be re-created), as data blobs.
+    pub tail: Vec<Id>,
+}
+
+impl Content {
+    /// The data blobs the content refers to.
+    pub fn blobs(&self) -> impl Iterator<Item = &Id> {
+        let lists: [&[Id]; 3] = match self {
+            Content::Chunks(ids) => [ids, &[], &[]],
+            Content::Inline(_) => [&[], &[], &[]],
+            Content::Gzip(g) => [&g.recipe, &g.plain, &g.tail],
+        };
+        lists.into_iter().flatten()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,11 +192,8 @@ impl Node {
     }
 
     /// The data blobs this node's content refers to.
-    pub fn chunks(&self) -> &[Id] {
-        match &self.content {
-            Some(Content::Chunks(ids)) => ids,
-            _ => &[],
-        }
+    pub fn blobs(&self) -> impl Iterator<Item = &Id> {
+        self.content.iter().flat_map(Content::blobs)
     }
 }
 

@@ -230,7 +230,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
     let notes = data.find(b"notes.txt").unwrap();
     let pack = repo
         .index()
-        .lookup(&notes.chunks()[0])
+        .lookup(notes.blobs().next().unwrap())
         .unwrap()
         .unwrap()
         .pack;

@@ -38,6 +38,13 @@ pub struct Args {
     /// Do not compare ctimes.
     #[arg(long)]
     ignore_ctime: bool,
+    /// Keep gzip registry blobs as their plaintext plus a recipe this time (default: as
+    /// the repository was created, `init --gzip`).
+    #[arg(long, overrides_with = "no_gzip")]
+    gzip: bool,
+    /// Store gzip registry blobs as they are this time.
+    #[arg(long)]
+    no_gzip: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -68,10 +75,18 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         ignore_inode: args.ignore_inode,
         ignore_ctime: args.ignore_ctime,
+        gzip: match (args.gzip, args.no_gzip) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         ..BackupOptions::default()
     };
     let bars = ctx.bars();
-    let (id, snapshot) = backup(repo, source, opts, bars.clone()).await?;
+    let muted = MutedStdout::new()?;
+    let backed_up = backup(repo, source, opts, bars.clone()).await;
+    drop(muted);
+    let (id, snapshot) = backed_up?;
     bars.finish();
     if args.json {
         print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }))?;
@@ -95,6 +110,47 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             s.new_packs,
             s.duration_secs
         );
+        if s.gzip_layers + s.gzip_partial + s.gzip_fallbacks > 0 {
+            println!(
+                "  gzip layers {} re-creatable, {} in part, {} stored as they are",
+                s.gzip_layers, s.gzip_partial, s.gzip_fallbacks
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Points standard output at /dev/null while it lives. preflate-rs prints debugging text
+/// to standard output on some streams it cannot re-create; ours carries JSON summaries.
+struct MutedStdout {
+    saved: std::os::fd::OwnedFd,
+}
+
+impl MutedStdout {
+    fn new() -> anyhow::Result<Self> {
+        use std::io::Write as _;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        std::io::stdout().flush()?;
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        // SAFETY: dup returns a new descriptor (or -1, checked) that we then own.
+        let saved = unsafe { libc::dup(1) };
+        if saved < 0 || unsafe { libc::dup2(null.as_raw_fd(), 1) } < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(MutedStdout {
+            // SAFETY: `saved` is a fresh descriptor owned by nobody else.
+            saved: unsafe { std::os::fd::OwnedFd::from_raw_fd(saved) },
+        })
+    }
+}
+
+impl Drop for MutedStdout {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd;
+        // What is still buffered was printed while muted.
+        let _ = std::io::stdout().flush();
+        // SAFETY: both descriptors are open; dup2 replaces 1 with the saved stdout.
+        unsafe { libc::dup2(self.saved.as_raw_fd(), 1) };
+    }
 }

@@ -16,13 +16,14 @@ use tokio::sync::Semaphore;
 use super::packer::Packer;
 use super::BackupOptions;
 use crate::error::{Error, Result};
+use crate::gzip;
 use crate::id::Id;
 use crate::index::DigestRecord;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::registry;
 use crate::repo::Repository;
-use crate::tree::{Content, InlineBytes, Node, NodeKind, Tree, INLINE_MAX};
+use crate::tree::{Content, GzipContent, InlineBytes, Node, NodeKind, Tree, INLINE_MAX};
 
 /// Counts that end up in the snapshot's summary.
 #[derive(Default)]
@@ -34,6 +35,11 @@ pub struct Counts {
     pub files_read: AtomicU64,
     pub bytes_read: AtomicU64,
     pub files_unchanged: AtomicU64,
+    /// Registry blobs kept as gzip content: whole, or re-created in part (the rest as is).
+    pub gzip_layers: AtomicU64,
+    pub gzip_partial: AtomicU64,
+    /// Gzip registry blobs of which nothing could be re-created: stored as they are.
+    pub gzip_fallbacks: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -55,6 +61,8 @@ pub struct Archiver {
     file_slots: Arc<Semaphore>,
     /// Directory listings under way at once (high for network filesystems).
     dir_slots: Arc<Semaphore>,
+    /// Whether gzip registry blobs are kept as gzip content.
+    gzip: bool,
     /// Chunker buffers, one per reader, reused from file to file.
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
@@ -85,7 +93,9 @@ impl Archiver {
         racy_since: Option<(i64, u32)>,
     ) -> Arc<Self> {
         let readers = opts.readers.max(1);
+        let gzip = opts.gzip.unwrap_or(repo.config().gzip);
         Arc::new(Archiver {
+            gzip,
             repo,
             source,
             packer,
@@ -288,7 +298,7 @@ impl Archiver {
         if let Some(prev) = previous.filter(|p| self.unchanged(meta, p)) {
             match &prev.content {
                 Some(c @ Content::Inline(_)) => return Ok(Some(c.clone())),
-                Some(c @ Content::Chunks(ids)) if self.packer.stored(ids)? => {
+                Some(c @ (Content::Chunks(_) | Content::Gzip(_))) if self.stored(c)? => {
                     return Ok(Some(c.clone()))
                 }
                 _ => {}
@@ -299,12 +309,18 @@ impl Archiver {
         }
         if let Some(digest) = registry::blob_digest(rel) {
             if let Some(record) = self.repo.index().digest(&digest)? {
-                if record.size == meta.size && self.packer.stored(&record.content)? {
-                    return Ok(Some(Content::Chunks(record.content)));
+                if record.size == meta.size && self.stored(&record.content)? {
+                    return Ok(Some(record.content));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Whether every blob of `content` is stored (and not only in a pack a prune marked).
+    fn stored(&self, content: &Content) -> Result<bool> {
+        let ids: Vec<Id> = content.blobs().copied().collect();
+        self.packer.stored(&ids)
     }
 
     /// The file's node when its content need not be read.
@@ -350,8 +366,7 @@ impl Archiver {
         Ok(node)
     }
 
-    /// Reads a file: inline when tiny, else chunked into data blobs. Registry blobs are
-    /// checked against their digest as they are read.
+    /// Reads a file: inline when tiny, else chunked into data blobs.
     fn read_content(
         &self,
         rel: &Path,
@@ -370,17 +385,99 @@ impl Archiver {
                 let size = bytes.len() as u64;
                 return Ok((Content::Inline(InlineBytes(bytes)), size));
             }
-            // It grew since it was listed: chunk what was read and the rest.
-            return self.chunk(rel, std::io::Cursor::new(bytes).chain(reader), listed);
+            // It grew since it was listed: store what was read and the rest.
+            return self.store_content(rel, std::io::Cursor::new(bytes).chain(reader), listed);
         }
-        self.chunk(rel, reader, listed)
+        self.store_content(rel, reader, listed)
     }
 
-    fn chunk(&self, rel: &Path, reader: impl Read, size_hint: u64) -> Result<(Content, u64)> {
+    /// Stores a file's content in data blobs: a registry blob in gzip is kept as gzip
+    /// content when the backup asks for it. A registry blob is checked against its digest
+    /// as it is read and recorded in the digest map.
+    fn store_content(&self, rel: &Path, reader: impl Read, listed: u64) -> Result<(Content, u64)> {
         let digest = registry::blob_digest(rel);
-        let mut sha = digest.map(|_| Sha256::new());
+        let mut reader = Hashed {
+            inner: reader,
+            sha: digest.map(|_| Sha256::new()),
+            count: 0,
+        };
+        let content = if digest.is_some() && self.gzip && listed >= GZIP_MIN {
+            let content = self.gzip_content(rel, &mut reader, listed)?;
+            self.progress.advance(reader.count);
+            content
+        } else {
+            Content::Chunks(self.chunk(rel, &mut reader, listed, true)?)
+        };
+        let size = reader.count;
+        if let (Some(expected), Some(sha)) = (digest, reader.sha) {
+            let actual: [u8; 32] = sha.finalize().into();
+            if actual == expected {
+                let record = DigestRecord {
+                    size,
+                    content: content.clone(),
+                };
+                self.repo.index().set_digest(&expected, &record)?;
+            } else {
+                self.progress.warn(&format!(
+                    "{}: registry blob does not match its digest (stored as found)",
+                    display(rel)
+                ));
+            }
+        }
+        Ok((content, size))
+    }
+
+    /// A gzip file as gzip content (its plaintext, the recipe that re-creates it, and the
+    /// bytes after what the recipe re-creates), or as plain chunks when it is not gzip or
+    /// no part of it can be re-created exactly (counted as a fallback).
+    fn gzip_content(&self, rel: &Path, mut reader: impl Read, listed: u64) -> Result<Content> {
+        let io_err = |e| Error::io(display(rel), e);
+        let mut head = Vec::new();
+        (&mut reader)
+            .take(gzip::HEADER_MAX as u64)
+            .read_to_end(&mut head)
+            .map_err(io_err)?;
+        let Some(header) = gzip::header_len(&head) else {
+            let ids = self.chunk(rel, std::io::Cursor::new(head).chain(reader), listed, false)?;
+            return Ok(Content::Chunks(ids));
+        };
+        let body = std::io::Cursor::new(head.split_off(header));
+        let mut splitter = gzip::Splitter::new(body.chain(reader));
+        let plain = self.chunk(rel, &mut splitter, listed, false)?;
+        let (pieces, ending, rest) = splitter.finish();
+        if pieces.is_empty() {
+            add(&self.counts.gzip_fallbacks, 1);
+            let ids = self.chunk(rel, std::io::Cursor::new(head).chain(rest), listed, false)?;
+            return Ok(Content::Chunks(ids));
+        }
+        match ending {
+            gzip::Ending::Complete => add(&self.counts.gzip_layers, 1),
+            gzip::Ending::Failed(_) => add(&self.counts.gzip_partial, 1),
+        }
+        let tail = self.chunk(rel, rest, 0, false)?;
+        let recipe = gzip::Recipe {
+            header: head,
+            pieces,
+        }
+        .encode();
+        let size = recipe.len() as u64;
+        let recipe = self.chunk(rel, std::io::Cursor::new(recipe), size, false)?;
+        Ok(Content::Gzip(GzipContent {
+            recipe,
+            plain,
+            tail,
+        }))
+    }
+
+    /// Chunks `reader` into data blobs; `progress` reports the bytes as they go.
+    fn chunk(
+        &self,
+        rel: &Path,
+        reader: impl Read,
+        size_hint: u64,
+        progress: bool,
+    ) -> Result<Vec<Id>> {
         let mut ids = Vec::new();
-        let mut size = 0u64;
         let mut buffer = self
             .buffers
             .lock()
@@ -391,14 +488,12 @@ impl Archiver {
             self.repo
                 .chunker()
                 .chunk_with(&mut buffer, reader, size_hint, |chunk| -> Result<()> {
-                    if let Some(sha) = sha.as_mut() {
-                        sha.update(chunk);
-                    }
                     let (id, pack) = self.packer.add(BlobKind::Data, chunk)?;
                     self.packer.submit_blocking(pack)?;
                     ids.push(id);
-                    size += chunk.len() as u64;
-                    self.progress.advance(chunk.len() as u64);
+                    if progress {
+                        self.progress.advance(chunk.len() as u64);
+                    }
                     Ok(())
                 });
         self.buffers
@@ -409,22 +504,28 @@ impl Archiver {
             Error::Io { cause, .. } => Error::io(display(rel), cause),
             e => e,
         })?;
-        if let (Some(expected), Some(sha)) = (digest, sha) {
-            let actual: [u8; 32] = sha.finalize().into();
-            if actual == expected {
-                let record = DigestRecord {
-                    size,
-                    content: ids.clone(),
-                };
-                self.repo.index().set_digest(&expected, &record)?;
-            } else {
-                self.progress.warn(&format!(
-                    "{}: registry blob does not match its digest (stored as found)",
-                    display(rel)
-                ));
-            }
+        Ok(ids)
+    }
+}
+
+/// Gzip registry blobs smaller than this are stored as they are.
+const GZIP_MIN: u64 = 64 << 10;
+
+/// A reader that hashes (when asked) and counts what passes through.
+struct Hashed<R> {
+    inner: R,
+    sha: Option<Sha256>,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(sha) = self.sha.as_mut() {
+            sha.update(&buf[..n]);
         }
-        Ok((Content::Chunks(ids), size))
+        self.count += n as u64;
+        Ok(n)
     }
 }
 

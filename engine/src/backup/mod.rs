@@ -41,6 +41,9 @@ pub struct BackupOptions {
     /// Directory entries one listing task reads, depth first, below the directories it is
     /// given: a few large tasks instead of a hand-off to a blocking thread per directory.
     pub listing_budget: usize,
+    /// Keep gzip registry blobs as their plaintext and a recipe (FORMAT.md, "Gzip
+    /// content"); `None`: as the repository's config says.
+    pub gzip: Option<bool>,
 }
 
 impl Default for BackupOptions {
@@ -56,6 +59,7 @@ impl Default for BackupOptions {
             readers: 2,
             pack_size: 16 << 20,
             listing_budget: 4096,
+            gzip: None,
         }
     }
 }
@@ -132,6 +136,9 @@ pub async fn backup(
         files_read: get(&counts.files_read),
         bytes_read: get(&counts.bytes_read),
         files_unchanged: get(&counts.files_unchanged),
+        gzip_layers: get(&counts.gzip_layers),
+        gzip_partial: get(&counts.gzip_partial),
+        gzip_fallbacks: get(&counts.gzip_fallbacks),
         ..Summary::default()
     };
     drop(archiver);
