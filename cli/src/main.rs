@@ -109,6 +109,10 @@ enum Command {
     ImportTar(cmd::import_tar::Args),
     /// What changed between two snapshots: repositories, tags and blobs, then other paths.
     Diff(cmd::diff::Args),
+    /// Keep the gzip layers of a snapshot that were stored as they are as gzip content (a
+    /// new snapshot of the same files, read from the repository): for a first backup made
+    /// fast without --gzip.
+    Optimize(cmd::optimize::Args),
     /// Remove snapshots a retention policy does not keep (grouped by host and source).
     Forget(cmd::forget::Args),
     /// Delete the data no snapshot needs: marks it first, deletes it in a later prune after
@@ -178,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => cmd::prune::run(&ctx, args).await,
         Command::Diff(args) => cmd::diff::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
+        Command::Optimize(args) => cmd::optimize::run(&ctx, args).await,
         Command::RestoreMetadata(args) => cmd::restore_metadata::run(&ctx, args).await,
         Command::Dump(args) => cmd::dump::run(&ctx, args).await,
         Command::ImportTar(args) => cmd::import_tar::run(&ctx, args).await,

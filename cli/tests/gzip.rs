@@ -271,3 +271,43 @@ fn layers_that_cannot_be_recreated_are_stored_as_they_are_and_counted() {
     assert!(summary_u64(&out, "gzip_layers") >= 1, "{out}");
     assert_restores(&s, &volume, report.blobs + 3);
 }
+
+#[test]
+fn a_fast_first_backup_is_optimized_later_and_nights_after_build_on_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (night1, night2) = layer_tars(work.path());
+    let (layer1, layer2) = (compress("gzip -6", &night1), compress("gzip -6", &night2));
+    let volume = work.path().join("dtr-registry-optimize");
+    put_blob(&volume, &layer1);
+    let s = Stowage::new();
+    s.ok(&[&["init", "--gzip"][..], &SMALL_CHUNKS].concat());
+
+    // The first backup stores the layer as it is (fast); optimize re-reads it from the
+    // repository and keeps it as gzip content in a new snapshot of the same files.
+    let first = backup(&s, &volume, &["--no-gzip"]);
+    assert_eq!(summary_u64(&first, "gzip_layers"), 0);
+    let optimized = s.json(&["optimize", "--json"]);
+    assert_eq!(summary_u64(&optimized, "gzip_layers"), 1, "{optimized}");
+    assert_eq!(
+        summary_u64(&optimized, "files_read"),
+        1,
+        "only the layer is read again"
+    );
+    assert_eq!(optimized["snapshot"]["source"], first["snapshot"]["source"]);
+    assert_eq!(optimized["snapshot"]["tags"][0], "optimized");
+    assert_restores(&s, &volume, 1);
+
+    // The next night takes the optimized layer from its parent and stores only what changed
+    // in the new one.
+    put_blob(&volume, &layer2);
+    let next = backup(&s, &volume, &[]);
+    assert_eq!(summary_u64(&next, "files_read"), 1, "{next}");
+    assert_eq!(summary_u64(&next, "gzip_layers"), 1);
+    let stored = summary_u64(&next, "stored_bytes");
+    assert!(
+        stored * 10 <= layer2.len() as u64,
+        "night 2 stored {stored} bytes for a {}-byte layer",
+        layer2.len()
+    );
+    assert_restores(&s, &volume, 2);
+}

@@ -29,6 +29,7 @@ pub mod restore;
 pub mod retention;
 pub mod select;
 pub mod snapshot;
+pub mod snapshot_source;
 pub mod stats;
 pub mod tar_in;
 pub mod tar_out;

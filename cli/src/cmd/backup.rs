@@ -4,6 +4,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use stowage_backends::source::{FsSource, Source};
 use stowage_engine::backup::{backup, BackupOptions};
+use stowage_engine::snapshot::Snapshot;
+use stowage_engine::Id;
 
 use super::{human_bytes, print_json};
 use stowage_nfs::NfsSource;
@@ -88,59 +90,65 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     drop(muted);
     let (id, snapshot) = backed_up?;
     bars.finish();
-    if args.json {
-        print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }))?;
-    } else {
-        let s = &snapshot.summary;
-        println!("snapshot {} saved ({})", id.short(), snapshot.name);
-        println!(
-            "  files {} ({} read, {} unchanged), dirs {}, {}",
-            s.files,
-            s.files_read,
-            s.files_unchanged,
-            s.dirs,
-            human_bytes(s.bytes)
-        );
-        println!(
-            "  read {}, new {} in {} blobs, stored {} in {} packs, {:.2}s",
-            human_bytes(s.bytes_read),
-            human_bytes(s.new_bytes),
-            s.new_blobs,
-            human_bytes(s.stored_bytes),
-            s.new_packs,
-            s.duration_secs
-        );
-        if s.gzip_layers + s.gzip_partial + s.gzip_fallbacks > 0 {
-            println!(
-                "  gzip layers {} re-creatable, {} in part, {} stored as they are",
-                s.gzip_layers, s.gzip_partial, s.gzip_fallbacks
-            );
-        }
-    }
+    report(&id, &snapshot, args.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a new snapshot's summary: as JSON, or as a few lines.
+pub(crate) fn report(id: &Id, snapshot: &Snapshot, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }));
+    }
+    let s = &snapshot.summary;
+    println!("snapshot {} saved ({})", id.short(), snapshot.name);
+    println!(
+        "  files {} ({} read, {} unchanged), dirs {}, {}",
+        s.files,
+        s.files_read,
+        s.files_unchanged,
+        s.dirs,
+        human_bytes(s.bytes)
+    );
+    println!(
+        "  read {}, new {} in {} blobs, stored {} in {} packs, {:.2}s",
+        human_bytes(s.bytes_read),
+        human_bytes(s.new_bytes),
+        s.new_blobs,
+        human_bytes(s.stored_bytes),
+        s.new_packs,
+        s.duration_secs
+    );
+    if s.gzip_layers + s.gzip_partial + s.gzip_fallbacks > 0 {
+        println!(
+            "  gzip layers: {} re-creatable, {} in part, {} stored as they are",
+            s.gzip_layers, s.gzip_partial, s.gzip_fallbacks
+        );
+    }
+    Ok(())
 }
 
 /// Points standard output at /dev/null while it lives. preflate-rs prints debugging text
 /// to standard output on some streams it cannot re-create; ours carries JSON summaries.
-struct MutedStdout {
+pub(crate) struct MutedStdout {
     saved: std::os::fd::OwnedFd,
 }
 
 impl MutedStdout {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         use std::io::Write as _;
         use std::os::fd::{AsRawFd, FromRawFd};
         std::io::stdout().flush()?;
         let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        // SAFETY: dup returns a new descriptor (or -1, checked) that we then own.
-        let saved = unsafe { libc::dup(1) };
-        if saved < 0 || unsafe { libc::dup2(null.as_raw_fd(), 1) } < 0 {
+        // SAFETY: dup returns a new descriptor (or -1, checked) that nothing else owns.
+        let saved = match unsafe { libc::dup(1) } {
+            -1 => return Err(std::io::Error::last_os_error().into()),
+            fd => unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        };
+        // SAFETY: both descriptors are open.
+        if unsafe { libc::dup2(null.as_raw_fd(), 1) } < 0 {
             return Err(std::io::Error::last_os_error().into());
         }
-        Ok(MutedStdout {
-            // SAFETY: `saved` is a fresh descriptor owned by nobody else.
-            saved: unsafe { std::os::fd::OwnedFd::from_raw_fd(saved) },
-        })
+        Ok(MutedStdout { saved })
     }
 }
 

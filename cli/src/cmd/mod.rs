@@ -12,6 +12,7 @@ pub mod forget;
 pub mod import_tar;
 pub mod init;
 pub mod ls;
+pub mod optimize;
 pub mod prune;
 pub mod restore;
 pub mod restore_metadata;

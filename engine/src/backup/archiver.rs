@@ -295,8 +295,17 @@ impl Archiver {
         meta: &EntryMeta,
         previous: Option<&Node>,
     ) -> Result<Option<Content>> {
+        let digest = registry::blob_digest(rel);
+        // Stored as it is, to be read again for gzip content (`optimize`).
+        let reencode = |c: &Content| {
+            self.opts.reencode
+                && digest.is_some()
+                && meta.size >= GZIP_MIN
+                && matches!(c, Content::Chunks(_))
+        };
         if let Some(prev) = previous.filter(|p| self.unchanged(meta, p)) {
             match &prev.content {
+                Some(c) if reencode(c) => {}
                 Some(c @ Content::Inline(_)) => return Ok(Some(c.clone())),
                 Some(c @ (Content::Chunks(_) | Content::Gzip(_))) if self.stored(c)? => {
                     return Ok(Some(c.clone()))
@@ -307,9 +316,12 @@ impl Archiver {
         if self.opts.force {
             return Ok(None);
         }
-        if let Some(digest) = registry::blob_digest(rel) {
+        if let Some(digest) = digest {
             if let Some(record) = self.repo.index().digest(&digest)? {
-                if record.size == meta.size && self.stored(&record.content)? {
+                if record.size == meta.size
+                    && !reencode(&record.content)
+                    && self.stored(&record.content)?
+                {
                     return Ok(Some(record.content));
                 }
             }

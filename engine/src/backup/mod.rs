@@ -44,6 +44,9 @@ pub struct BackupOptions {
     /// Keep gzip registry blobs as their plaintext and a recipe (FORMAT.md, "Gzip
     /// content"); `None`: as the repository's config says.
     pub gzip: Option<bool>,
+    /// Read registry blobs stored as they are again, to keep them as gzip content
+    /// (`stowage optimize`), even when the parent or the digest map has them.
+    pub reencode: bool,
 }
 
 impl Default for BackupOptions {
@@ -60,6 +63,7 @@ impl Default for BackupOptions {
             pack_size: 16 << 20,
             listing_budget: 4096,
             gzip: None,
+            reencode: false,
         }
     }
 }
