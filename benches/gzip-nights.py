@@ -8,6 +8,7 @@ with gzip content (`init --gzip`). Prints, per night and in total, the bytes eac
 the backup times.
 
     benches/gzip-nights.py [--nights 30] [--layer-mib 64] [--changes 3] [--encoder "gzip -6 -n"]
+                           [--init-args "--chunk-avg 262144 ..."]
 
 Needs a release build (cargo build --release -p stowage-cli); BENCH_DIR (default
 /tmp/stowage-gzip-nights) holds the volume and both repositories.
@@ -48,6 +49,8 @@ def main():
     ap.add_argument("--layer-mib", type=int, default=64)
     ap.add_argument("--changes", type=int, default=3)
     ap.add_argument("--encoder", default="gzip -6 -n")
+    ap.add_argument("--init-args", default="", help="for both repositories, e.g. "
+                    "\"--chunk-min 65536 --chunk-avg 262144 --chunk-max 1048576\"")
     args = ap.parse_args()
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +80,8 @@ def main():
     env = dict(os.environ, STOWAGE_PASSWORD="bench")
     repos = {"raw": [], "gzip": ["--gzip"]}
     for name, flags in repos.items():
-        subprocess.run([stowage, "--repo", f"{work}/repo-{name}", "init", *flags], env=env,
+        subprocess.run([stowage, "--repo", f"{work}/repo-{name}", "init", *flags,
+                        *args.init_args.split()], env=env,
                        check=True, capture_output=True)
 
     print(f"{'night':>5} {'layer MB':>9} {'raw stored MB':>14} {'gzip stored MB':>15} "

@@ -36,6 +36,9 @@ const FEED_MAX: usize = 32 << 20;
 /// Plaintext of one piece, at most (bounds memory on highly compressed input; a single
 /// deflate block of gzip -9 can hold 8 MiB).
 const PLAIN_LIMIT: usize = 16 << 20;
+/// Plaintext split into pieces, at most: preflate-rs keeps stream positions in an i32. The
+/// rest of a longer stream is the tail.
+const PLAIN_MAX: u64 = i32::MAX as u64 - PLAIN_LIMIT as u64;
 
 /// The length of the gzip member header (RFC 1952) at the start of `bytes`, or `None` when
 /// `bytes` does not start with a complete deflate-gzip header.
@@ -189,6 +192,30 @@ fn guarded<T>(
     })
 }
 
+/// A checked piece (plaintext, corrections, compressed length), or why there is none.
+type Split = std::result::Result<(Vec<u8>, Vec<u8>, usize), String>;
+
+/// The compressed bytes of the next piece of `recreate`'s stream.
+fn recompress(
+    recreate: &mut RecreateStreamProcessor,
+    plain: &[u8],
+    corrections: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    guarded(|| {
+        recreate
+            .recompress(&mut Cursor::new(plain), corrections)
+            .map(|(bytes, _)| bytes)
+            .map_err(|e| reason(&e))
+    })
+}
+
+/// A preflate-rs error in one line (its message goes on with where it was raised).
+fn reason(e: &preflate_rs::PreflateError) -> String {
+    let message = e.message();
+    let first = message.lines().next().unwrap_or_default().trim();
+    format!("{:?}: {first}", e.exit_code())
+}
+
 /// Reads a deflate stream and hands out its plaintext, piece by piece, each piece checked
 /// to re-create its compressed bytes exactly. It ends (reads 0) when the stream ends or a
 /// piece cannot be re-created; [`Splitter::finish`] then tells which, and gives the bytes
@@ -263,6 +290,36 @@ impl<R: Read> Splitter<R> {
 
     /// Splits off the next piece into `self.plain`, or sets `self.end`.
     fn next_piece(&mut self) -> io::Result<()> {
+        match self.split_piece()? {
+            Ok((plain, corrections, used)) => {
+                self.split.shrink_to_dictionary();
+                self.pending.drain(..used);
+                self.pieces.push(Piece {
+                    plain: plain.len() as u64,
+                    compressed: used as u64,
+                    corrections,
+                });
+                self.plain = plain;
+                self.handed = 0;
+                self.feed = FEED;
+                if self.split.is_done() {
+                    self.end = Some(Ending::Complete);
+                }
+            }
+            Err(why) => self.end = Some(Ending::Failed(why)),
+        }
+        Ok(())
+    }
+
+    /// The next piece, checked: its plaintext, corrections and compressed length; or why the
+    /// stream is not split further. Only reading the input is an error.
+    fn split_piece(&mut self) -> io::Result<Split> {
+        if self.pieces.iter().map(|p| p.plain).sum::<u64>() > PLAIN_MAX {
+            return Ok(Err(format!(
+                "more than {} MiB of plaintext (preflate-rs keeps positions in 31 bits)",
+                PLAIN_MAX >> 20
+            )));
+        }
         loop {
             self.fill(self.feed)?;
             let fed = self.feed.min(self.pending.len());
@@ -271,7 +328,7 @@ impl<R: Read> Splitter<R> {
             let result = guarded(|| match split.decompress(input) {
                 Ok(r) => Ok(Some((r.corrections, r.compressed_size))),
                 Err(e) if e.exit_code() == ExitCode::ShortRead => Ok(None),
-                Err(e) => Err(format!("{:?}: {}", e.exit_code(), e.message())),
+                Err(e) => Err(reason(&e)),
             });
             let (corrections, used) = match result {
                 Ok(Some(piece)) => piece,
@@ -280,48 +337,15 @@ impl<R: Read> Splitter<R> {
                     self.feed *= 2;
                     continue;
                 }
-                Ok(None) => {
-                    self.end = Some(Ending::Failed("the deflate stream is cut short".into()));
-                    return Ok(());
-                }
-                Err(why) => {
-                    self.end = Some(Ending::Failed(why));
-                    return Ok(());
-                }
+                Ok(None) => return Ok(Err("the deflate stream is cut short".into())),
+                Err(why) => return Ok(Err(why)),
             };
             let plain = self.split.plain_text().text().to_vec();
-            let check = &mut self.check;
-            let recreated = guarded(|| {
-                check
-                    .recompress(&mut Cursor::new(&plain), &corrections)
-                    .map(|(bytes, _)| bytes)
-                    .map_err(|e| format!("{:?}: {}", e.exit_code(), e.message()))
+            return Ok(match recompress(&mut self.check, &plain, &corrections) {
+                Ok(bytes) if bytes[..] == self.pending[..used] => Ok((plain, corrections, used)),
+                Ok(_) => Err("re-created bytes differ".into()),
+                Err(why) => Err(why),
             });
-            match recreated {
-                Ok(bytes) if bytes[..] == self.pending[..used] => {}
-                Ok(_) => {
-                    self.end = Some(Ending::Failed("re-created bytes differ".into()));
-                    return Ok(());
-                }
-                Err(why) => {
-                    self.end = Some(Ending::Failed(why));
-                    return Ok(());
-                }
-            }
-            self.split.shrink_to_dictionary();
-            self.pending.drain(..used);
-            self.pieces.push(Piece {
-                plain: plain.len() as u64,
-                compressed: used as u64,
-                corrections,
-            });
-            self.plain = plain;
-            self.handed = 0;
-            self.feed = FEED;
-            if self.split.is_done() {
-                self.end = Some(Ending::Complete);
-            }
-            return Ok(());
         }
     }
 
@@ -410,15 +434,8 @@ impl Rebuilder {
             if self.plain.len() as u64 != piece.plain {
                 return Ok(());
             }
-            let recreate = &mut self.recreate;
-            let plain = &self.plain;
-            let bytes = guarded(|| {
-                recreate
-                    .recompress(&mut Cursor::new(plain), &piece.corrections)
-                    .map(|(bytes, _)| bytes)
-                    .map_err(|e| format!("{:?}: {}", e.exit_code(), e.message()))
-            })
-            .map_err(|why| Error::corrupt(&self.what, format!("gzip re-creation: {why}")))?;
+            let bytes = recompress(&mut self.recreate, &self.plain, &piece.corrections)
+                .map_err(|why| Error::corrupt(&self.what, format!("gzip re-creation: {why}")))?;
             if bytes.len() as u64 != piece.compressed {
                 return Err(Error::corrupt(
                     &self.what,

@@ -6,6 +6,7 @@ use stowage_backends::source::{FsSource, Source};
 use stowage_engine::backup::{backup, BackupOptions};
 use stowage_engine::snapshot::Snapshot;
 use stowage_engine::Id;
+use stowage_engine::Repository;
 
 use super::{human_bytes, print_json};
 use stowage_nfs::NfsSource;
@@ -84,14 +85,24 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         },
         ..BackupOptions::default()
     };
+    let (id, snapshot) = run_backup(ctx, repo, source, opts).await?;
+    report(&id, &snapshot, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a backup with progress bars, standard output muted meanwhile.
+pub(crate) async fn run_backup(
+    ctx: &Context,
+    repo: Arc<Repository>,
+    source: Arc<dyn Source>,
+    opts: BackupOptions,
+) -> anyhow::Result<(Id, Snapshot)> {
     let bars = ctx.bars();
     let muted = MutedStdout::new()?;
     let backed_up = backup(repo, source, opts, bars.clone()).await;
     drop(muted);
-    let (id, snapshot) = backed_up?;
     bars.finish();
-    report(&id, &snapshot, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(backed_up?)
 }
 
 /// Prints a new snapshot's summary: as JSON, or as a few lines.
@@ -129,12 +140,12 @@ pub(crate) fn report(id: &Id, snapshot: &Snapshot, json: bool) -> anyhow::Result
 
 /// Points standard output at /dev/null while it lives. preflate-rs prints debugging text
 /// to standard output on some streams it cannot re-create; ours carries JSON summaries.
-pub(crate) struct MutedStdout {
+struct MutedStdout {
     saved: std::os::fd::OwnedFd,
 }
 
 impl MutedStdout {
-    pub(crate) fn new() -> anyhow::Result<Self> {
+    fn new() -> anyhow::Result<Self> {
         use std::io::Write as _;
         use std::os::fd::{AsRawFd, FromRawFd};
         std::io::stdout().flush()?;

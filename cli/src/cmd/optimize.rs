@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use stowage_engine::backup::{backup, BackupOptions};
+use stowage_engine::backup::BackupOptions;
 use stowage_engine::snapshot_source::SnapshotSource;
 
-use super::backup::{report, MutedStdout};
+use super::backup::{report, run_backup};
 use crate::open::Context;
 
 #[derive(clap::Args)]
@@ -43,12 +43,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ..BackupOptions::default()
     };
     let source = Arc::new(SnapshotSource::new(Arc::clone(&repo), snapshot).await?);
-    let bars = ctx.bars();
-    let muted = MutedStdout::new()?;
-    let optimized = backup(repo, source, opts, bars.clone()).await;
-    drop(muted);
-    let (new_id, new_snapshot) = optimized?;
-    bars.finish();
+    let (new_id, new_snapshot) = run_backup(ctx, repo, source, opts).await?;
     if !args.json {
         println!("optimized snapshot {}:", id.short());
     }

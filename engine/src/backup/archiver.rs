@@ -462,9 +462,16 @@ impl Archiver {
             let ids = self.chunk(rel, std::io::Cursor::new(head).chain(rest), listed, false)?;
             return Ok(Content::Chunks(ids));
         }
+        let recreated: u64 = pieces.iter().map(|p| p.compressed).sum::<u64>() + head.len() as u64;
         match ending {
             gzip::Ending::Complete => add(&self.counts.gzip_layers, 1),
-            gzip::Ending::Failed(_) => add(&self.counts.gzip_partial, 1),
+            gzip::Ending::Failed(why) => {
+                add(&self.counts.gzip_partial, 1);
+                self.progress.warn(&format!(
+                    "{}: gzip content for the first {recreated} bytes; the rest is stored as it is ({why})",
+                    display(rel)
+                ));
+            }
         }
         let tail = self.chunk(rel, rest, 0, false)?;
         let recipe = gzip::Recipe {
