@@ -14,6 +14,8 @@
 
 use std::io::{self, Cursor, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use preflate_rs::{ExitCode, PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
 
@@ -192,9 +194,6 @@ fn guarded<T>(
     })
 }
 
-/// A checked piece (plaintext, corrections, compressed length), or why there is none.
-type Split = std::result::Result<(Vec<u8>, Vec<u8>, usize), String>;
-
 /// The compressed bytes of the next piece of `recreate`'s stream.
 fn recompress(
     recreate: &mut RecreateStreamProcessor,
@@ -216,26 +215,7 @@ fn reason(e: &preflate_rs::PreflateError) -> String {
     format!("{:?}: {first}", e.exit_code())
 }
 
-/// Reads a deflate stream and hands out its plaintext, piece by piece, each piece checked
-/// to re-create its compressed bytes exactly. It ends (reads 0) when the stream ends or a
-/// piece cannot be re-created; [`Splitter::finish`] then tells which, and gives the bytes
-/// not re-created.
-pub struct Splitter<R> {
-    input: R,
-    input_done: bool,
-    /// Compressed bytes read and not yet part of a piece.
-    pending: Vec<u8>,
-    feed: usize,
-    split: PreflateStreamProcessor,
-    check: RecreateStreamProcessor,
-    /// The current piece's plaintext and how much of it was handed out.
-    plain: Vec<u8>,
-    handed: usize,
-    pieces: Vec<Piece>,
-    end: Option<Ending>,
-}
-
-/// Why a [`Splitter`] stopped.
+/// Why splitting a stream stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// The deflate stream ended; what follows it (the gzip trailer) is the tail.
@@ -244,137 +224,211 @@ pub enum Ending {
     Failed(String),
 }
 
-impl<R: Read> Splitter<R> {
-    /// A splitter of the deflate stream `input` (the gzip header already read).
-    pub fn new(input: R) -> Self {
-        let config = PreflateConfig {
-            plain_text_limit: PLAIN_LIMIT,
-            // Each piece is re-created and compared here, as a restore will re-create it.
-            verify_compression: false,
-            ..PreflateConfig::default()
-        };
-        Splitter {
-            input,
-            input_done: false,
-            pending: Vec::new(),
-            feed: FIRST_FEED,
-            split: PreflateStreamProcessor::new(&config),
+/// What the splitting thread sends: pieces as split (not yet checked), then the end.
+enum Split {
+    Piece {
+        plain: Vec<u8>,
+        corrections: Vec<u8>,
+        compressed: Vec<u8>,
+    },
+    /// Why splitting stopped (`None`: the stream ended), and the compressed bytes read but
+    /// in no piece.
+    End {
+        why: Option<String>,
+        leftover: Vec<u8>,
+    },
+}
+
+/// Splits the deflate stream `input` (the gzip header already read) into pieces on a thread
+/// of its own, while `consume` reads their plaintext from a [`Checked`] on this one: each
+/// piece is re-created, as a restore will do it, and compared with its compressed bytes
+/// before its plaintext is handed out. Returns what `consume` returned, the checked pieces,
+/// why splitting stopped, and the compressed bytes in no checked piece (from the end of the
+/// last one); the rest of the file is what `input` has left. Only reading `input` fails.
+pub fn split<R: Read + Send, T>(
+    input: &mut R,
+    consume: impl FnOnce(&mut Checked) -> T,
+) -> io::Result<(T, Vec<Piece>, Ending, Vec<u8>)> {
+    let stop = &AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel(1);
+        // The sender goes with the thread: the receiver sees the end when it is done.
+        let splitting = scope.spawn(move || split_pieces(input, &tx, stop));
+        let mut checked = Checked {
+            rx,
+            stop,
             check: RecreateStreamProcessor::new(),
             plain: Vec::new(),
             handed: 0,
             pieces: Vec::new(),
-            end: None,
+            ending: None,
+            unchecked: Vec::new(),
+        };
+        let consumed = consume(&mut checked);
+        let (pieces, ending, unchecked) = checked.finish();
+        match splitting.join() {
+            Ok(Ok(())) => Ok((consumed, pieces, ending, unchecked)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::other("the gzip splitting thread panicked")),
         }
-    }
+    })
+}
 
-    /// Reads compressed input until `want` bytes are pending or the input ends.
-    fn fill(&mut self, want: usize) -> io::Result<()> {
-        while !self.input_done && self.pending.len() < want {
-            let at = self.pending.len();
-            self.pending.resize(want, 0);
-            match self.input.read(&mut self.pending[at..]) {
-                Ok(0) => {
-                    self.pending.truncate(at);
-                    self.input_done = true;
-                }
-                Ok(n) => self.pending.truncate(at + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.pending.truncate(at),
-                Err(e) => {
-                    self.pending.truncate(at);
-                    return Err(e);
-                }
-            }
+/// The splitting thread: pieces to `tx` until the stream ends, a piece cannot be split, or
+/// `stop` is set; then the end.
+fn split_pieces(
+    input: &mut impl Read,
+    tx: &SyncSender<Split>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let config = PreflateConfig {
+        plain_text_limit: PLAIN_LIMIT,
+        // Each piece is re-created and compared by the reading side.
+        verify_compression: false,
+        ..PreflateConfig::default()
+    };
+    let mut processor = PreflateStreamProcessor::new(&config);
+    let (mut pending, mut input_done) = (Vec::new(), false);
+    let (mut feed, mut plain_total) = (FIRST_FEED, 0u64);
+    let why = loop {
+        if stop.load(Ordering::Relaxed) {
+            break Some("stopped".to_string());
         }
-        Ok(())
-    }
-
-    /// Splits off the next piece into `self.plain`, or sets `self.end`.
-    fn next_piece(&mut self) -> io::Result<()> {
-        match self.split_piece()? {
-            Ok((plain, corrections, used)) => {
-                self.split.shrink_to_dictionary();
-                self.pending.drain(..used);
-                self.pieces.push(Piece {
-                    plain: plain.len() as u64,
-                    compressed: used as u64,
-                    corrections,
-                });
-                self.plain = plain;
-                self.handed = 0;
-                self.feed = FEED;
-                if self.split.is_done() {
-                    self.end = Some(Ending::Complete);
-                }
-            }
-            Err(why) => self.end = Some(Ending::Failed(why)),
-        }
-        Ok(())
-    }
-
-    /// The next piece, checked: its plaintext, corrections and compressed length; or why the
-    /// stream is not split further. Only reading the input is an error.
-    fn split_piece(&mut self) -> io::Result<Split> {
-        if self.pieces.iter().map(|p| p.plain).sum::<u64>() > PLAIN_MAX {
-            return Ok(Err(format!(
+        if plain_total > PLAIN_MAX {
+            break Some(format!(
                 "more than {} MiB of plaintext (preflate-rs keeps positions in 31 bits)",
                 PLAIN_MAX >> 20
-            )));
+            ));
         }
-        loop {
-            self.fill(self.feed)?;
-            let fed = self.feed.min(self.pending.len());
-            let split = &mut self.split;
-            let input = &self.pending[..fed];
-            let result = guarded(|| match split.decompress(input) {
-                Ok(r) => Ok(Some((r.corrections, r.compressed_size))),
-                Err(e) if e.exit_code() == ExitCode::ShortRead => Ok(None),
-                Err(e) => Err(reason(&e)),
-            });
-            let (corrections, used) = match result {
-                Ok(Some(piece)) => piece,
-                // No whole deflate block in the feed: feed more, unless there is no more.
-                Ok(None) if !self.input_done && self.feed < FEED_MAX => {
-                    self.feed *= 2;
-                    continue;
+        input_done |= fill(input, &mut pending, feed)?;
+        let fed = &pending[..feed.min(pending.len())];
+        let result = guarded(|| match processor.decompress(fed) {
+            Ok(r) => Ok(Some((r.corrections, r.compressed_size))),
+            Err(e) if e.exit_code() == ExitCode::ShortRead => Ok(None),
+            Err(e) => Err(reason(&e)),
+        });
+        let (corrections, used) = match result {
+            Ok(Some(piece)) => piece,
+            // No whole deflate block in the feed: feed more, unless there is no more.
+            Ok(None) if !input_done && feed < FEED_MAX => {
+                feed *= 2;
+                continue;
+            }
+            Ok(None) => break Some("the deflate stream is cut short".into()),
+            Err(why) => break Some(why),
+        };
+        let plain = processor.plain_text().text().to_vec();
+        processor.shrink_to_dictionary();
+        plain_total += plain.len() as u64;
+        let piece = Split::Piece {
+            plain,
+            corrections,
+            compressed: pending.drain(..used).collect(),
+        };
+        if tx.send(piece).is_err() {
+            return Ok(()); // the reading side is gone
+        }
+        if processor.is_done() {
+            break None;
+        }
+        feed = FEED;
+    };
+    let _ = tx.send(Split::End {
+        why,
+        leftover: pending,
+    });
+    Ok(())
+}
+
+/// Reads compressed input until `want` bytes are pending; whether the input ended.
+fn fill(input: &mut impl Read, pending: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    while pending.len() < want {
+        let at = pending.len();
+        pending.resize(want, 0);
+        let read = input.read(&mut pending[at..]);
+        pending.truncate(at + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// The plaintext of the pieces that re-create their compressed bytes exactly, in order. It
+/// ends (reads 0) at the end of the stream or before the first piece that does not.
+pub struct Checked<'a> {
+    rx: Receiver<Split>,
+    stop: &'a AtomicBool,
+    check: RecreateStreamProcessor,
+    /// The current piece's plaintext and how much of it was handed out.
+    plain: Vec<u8>,
+    handed: usize,
+    pieces: Vec<Piece>,
+    ending: Option<Ending>,
+    /// Compressed bytes of pieces not taken, and what the splitter read beyond them.
+    unchecked: Vec<u8>,
+}
+
+impl Checked<'_> {
+    /// Takes the next piece if it checks; else records why not and stops the splitter.
+    fn next_piece(&mut self) {
+        match self.rx.recv() {
+            Ok(Split::Piece {
+                plain,
+                corrections,
+                compressed,
+            }) => match recompress(&mut self.check, &plain, &corrections) {
+                Ok(bytes) if bytes == compressed => {
+                    self.pieces.push(Piece {
+                        plain: plain.len() as u64,
+                        compressed: compressed.len() as u64,
+                        corrections,
+                    });
+                    (self.plain, self.handed) = (plain, 0);
                 }
-                Ok(None) => return Ok(Err("the deflate stream is cut short".into())),
-                Err(why) => return Ok(Err(why)),
-            };
-            let plain = self.split.plain_text().text().to_vec();
-            return Ok(match recompress(&mut self.check, &plain, &corrections) {
-                Ok(bytes) if bytes[..] == self.pending[..used] => Ok((plain, corrections, used)),
-                Ok(_) => Err("re-created bytes differ".into()),
-                Err(why) => Err(why),
-            });
+                checked => {
+                    let why = checked.err().unwrap_or("re-created bytes differ".into());
+                    self.unchecked.extend_from_slice(&compressed);
+                    self.ending = Some(Ending::Failed(why));
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+            },
+            Ok(Split::End { why, leftover }) => {
+                self.unchecked.extend_from_slice(&leftover);
+                self.ending = Some(why.map_or(Ending::Complete, Ending::Failed));
+            }
+            // The splitter failed reading the input (`split` returns its error).
+            Err(_) => self.ending = Some(Ending::Failed("reading stopped".into())),
         }
     }
 
-    /// The pieces split off, why splitting stopped, and the compressed bytes no piece holds
-    /// (from the end of the last piece to the end of the input). Call after reading to the
-    /// end.
-    pub fn finish(self) -> (Vec<Piece>, Ending, impl Read) {
-        let ending = self
-            .end
-            .unwrap_or_else(|| Ending::Failed("not read to the end".into()));
-        (
-            self.pieces,
-            ending,
-            Cursor::new(self.pending).chain(self.input),
-        )
+    /// The checked pieces, why they end, and the compressed bytes after them that the
+    /// splitter read (the rest of the pieces it sent, and what it read beyond).
+    fn finish(mut self) -> (Vec<Piece>, Ending, Vec<u8>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let ending = self.ending.take();
+        // Everything the splitter still sends is unchecked, up to its end.
+        for split in self.rx.iter() {
+            match split {
+                Split::Piece { compressed, .. } => self.unchecked.extend_from_slice(&compressed),
+                Split::End { leftover, .. } => self.unchecked.extend_from_slice(&leftover),
+            }
+        }
+        let ending = ending.unwrap_or_else(|| Ending::Failed("not read to the end".into()));
+        (self.pieces, ending, self.unchecked)
     }
 }
 
-impl<R: Read> Read for Splitter<R> {
+impl Read for Checked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.handed == self.plain.len() {
-            if self.end.is_some() {
+            if self.ending.is_some() {
                 return Ok(0);
             }
-            self.next_piece()?;
-            if self.handed == self.plain.len() && self.end.is_some() {
-                // The last piece may hold no plaintext (an empty final block).
-                return Ok(0);
-            }
+            self.next_piece();
         }
         let n = buf.len().min(self.plain.len() - self.handed);
         buf[..n].copy_from_slice(&self.plain[self.handed..self.handed + n]);
@@ -524,12 +578,14 @@ mod tests {
     /// Splits `gz` as a backup does and rebuilds it as a restore does.
     fn round_trip(gz: &[u8]) -> (Vec<u8>, Ending, usize) {
         let h = header_len(gz).expect("gzip header");
-        let mut splitter = Splitter::new(&gz[h..]);
-        let mut plain = Vec::new();
-        splitter.read_to_end(&mut plain).unwrap();
-        let (pieces, ending, mut tail) = splitter.finish();
-        let mut rest = Vec::new();
-        tail.read_to_end(&mut rest).unwrap();
+        let mut input = &gz[h..];
+        let (plain, pieces, ending, unchecked) = split(&mut input, |checked| {
+            let mut plain = Vec::new();
+            checked.read_to_end(&mut plain).map(|_| plain)
+        })
+        .unwrap();
+        let plain = plain.unwrap();
+        let rest = [&unchecked[..], input].concat();
         let recipe = Recipe {
             header: gz[..h].to_vec(),
             pieces,
@@ -578,6 +634,46 @@ mod tests {
         assert!(matches!(ending, Ending::Failed(_)));
         assert_eq!(pieces, 0);
         assert!(out == junk);
+    }
+
+    #[test]
+    fn a_piece_that_does_not_check_ends_the_plaintext_and_the_rest_is_unchecked() {
+        let (tx, rx) = sync_channel(4);
+        let stop = AtomicBool::new(false);
+        let piece = |compressed: &[u8]| Split::Piece {
+            plain: b"plain".to_vec(),
+            corrections: vec![1, 2, 3],
+            compressed: compressed.to_vec(),
+        };
+        tx.send(piece(b"not what re-creation makes")).unwrap();
+        tx.send(piece(b"sent before the stop")).unwrap();
+        tx.send(Split::End {
+            why: None,
+            leftover: b"read beyond".to_vec(),
+        })
+        .unwrap();
+        drop(tx);
+        let mut checked = Checked {
+            rx,
+            stop: &stop,
+            check: RecreateStreamProcessor::new(),
+            plain: Vec::new(),
+            handed: 0,
+            pieces: Vec::new(),
+            ending: None,
+            unchecked: Vec::new(),
+        };
+        let mut plain = Vec::new();
+        checked.read_to_end(&mut plain).unwrap();
+        assert!(plain.is_empty());
+        assert!(stop.load(Ordering::Relaxed), "the splitter is told to stop");
+        let (pieces, ending, unchecked) = checked.finish();
+        assert!(pieces.is_empty());
+        assert!(matches!(ending, Ending::Failed(_)), "{ending:?}");
+        assert_eq!(
+            unchecked,
+            b"not what re-creation makessent before the stopread beyond"
+        );
     }
 
     #[test]

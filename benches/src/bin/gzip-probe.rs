@@ -7,7 +7,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use stowage_engine::gzip::{header_len, Ending, Rebuilder, Recipe, Splitter, HEADER_MAX};
+use stowage_engine::gzip::{header_len, split, Ending, Rebuilder, Recipe, HEADER_MAX};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files: Vec<String> = std::env::args().skip(1).collect();
@@ -24,13 +24,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let started = Instant::now();
-        let mut splitter = Splitter::new(&gz[h..]);
-        let mut plain = Vec::new();
-        splitter.read_to_end(&mut plain)?;
-        let split = started.elapsed().as_secs_f64();
-        let (pieces, ending, mut rest) = splitter.finish();
-        let mut tail = Vec::new();
-        rest.read_to_end(&mut tail)?;
+        let mut input = &gz[h..];
+        let (plain, pieces, ending, unchecked) = split(&mut input, |checked| {
+            let mut plain = Vec::new();
+            checked.read_to_end(&mut plain).map(|_| plain)
+        })?;
+        let plain = plain?;
+        let split_secs = started.elapsed().as_secs_f64();
+        let tail = [&unchecked[..], input].concat();
         let recipe = Recipe {
             header: gz[..h].to_vec(),
             pieces,
@@ -64,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gz.len(),
             100.0 * recreated as f64 / gz.len() as f64,
             plain.len(),
-            mb / split,
+            mb / split_secs,
             mb / rebuilt,
         );
     }

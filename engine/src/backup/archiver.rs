@@ -406,7 +406,12 @@ impl Archiver {
     /// Stores a file's content in data blobs: a registry blob in gzip is kept as gzip
     /// content when the backup asks for it. A registry blob is checked against its digest
     /// as it is read and recorded in the digest map.
-    fn store_content(&self, rel: &Path, reader: impl Read, listed: u64) -> Result<(Content, u64)> {
+    fn store_content(
+        &self,
+        rel: &Path,
+        reader: impl Read + Send,
+        listed: u64,
+    ) -> Result<(Content, u64)> {
         let digest = registry::blob_digest(rel);
         let mut reader = Hashed {
             inner: reader,
@@ -442,7 +447,12 @@ impl Archiver {
     /// A gzip file as gzip content (its plaintext, the recipe that re-creates it, and the
     /// bytes after what the recipe re-creates), or as plain chunks when it is not gzip or
     /// no part of it can be re-created exactly (counted as a fallback).
-    fn gzip_content(&self, rel: &Path, mut reader: impl Read, listed: u64) -> Result<Content> {
+    fn gzip_content(
+        &self,
+        rel: &Path,
+        mut reader: impl Read + Send,
+        listed: u64,
+    ) -> Result<Content> {
         let io_err = |e| Error::io(display(rel), e);
         let mut head = Vec::new();
         (&mut reader)
@@ -453,10 +463,12 @@ impl Archiver {
             let ids = self.chunk(rel, std::io::Cursor::new(head).chain(reader), listed, false)?;
             return Ok(Content::Chunks(ids));
         };
-        let body = std::io::Cursor::new(head.split_off(header));
-        let mut splitter = gzip::Splitter::new(body.chain(reader));
-        let plain = self.chunk(rel, &mut splitter, listed, false)?;
-        let (pieces, ending, rest) = splitter.finish();
+        let mut body = std::io::Cursor::new(head.split_off(header)).chain(reader);
+        let (plain, pieces, ending, unchecked) =
+            gzip::split(&mut body, |checked| self.chunk(rel, checked, listed, false))
+                .map_err(io_err)?;
+        let plain = plain?;
+        let rest = std::io::Cursor::new(unchecked).chain(body);
         if pieces.is_empty() {
             add(&self.counts.gzip_fallbacks, 1);
             let ids = self.chunk(rel, std::io::Cursor::new(head).chain(rest), listed, false)?;
