@@ -254,16 +254,7 @@ pub fn split<R: Read + Send, T>(
         let (tx, rx) = sync_channel(1);
         // The sender goes with the thread: the receiver sees the end when it is done.
         let splitting = scope.spawn(move || split_pieces(input, &tx, stop));
-        let mut checked = Checked {
-            rx,
-            stop,
-            check: RecreateStreamProcessor::new(),
-            plain: Vec::new(),
-            handed: 0,
-            pieces: Vec::new(),
-            ending: None,
-            unchecked: Vec::new(),
-        };
+        let mut checked = Checked::new(rx, stop);
         let consumed = consume(&mut checked);
         let (pieces, ending, unchecked) = checked.finish();
         match splitting.join() {
@@ -372,7 +363,20 @@ pub struct Checked<'a> {
     unchecked: Vec<u8>,
 }
 
-impl Checked<'_> {
+impl<'a> Checked<'a> {
+    fn new(rx: Receiver<Split>, stop: &'a AtomicBool) -> Self {
+        Checked {
+            rx,
+            stop,
+            check: RecreateStreamProcessor::new(),
+            plain: Vec::new(),
+            handed: 0,
+            pieces: Vec::new(),
+            ending: None,
+            unchecked: Vec::new(),
+        }
+    }
+
     /// Takes the next piece if it checks; else records why not and stops the splitter.
     fn next_piece(&mut self) {
         match self.rx.recv() {
@@ -653,16 +657,7 @@ mod tests {
         })
         .unwrap();
         drop(tx);
-        let mut checked = Checked {
-            rx,
-            stop: &stop,
-            check: RecreateStreamProcessor::new(),
-            plain: Vec::new(),
-            handed: 0,
-            pieces: Vec::new(),
-            ending: None,
-            unchecked: Vec::new(),
-        };
+        let mut checked = Checked::new(rx, &stop);
         let mut plain = Vec::new();
         checked.read_to_end(&mut plain).unwrap();
         assert!(plain.is_empty());
