@@ -39,8 +39,9 @@ const FEED_MAX: usize = 32 << 20;
 /// deflate block of gzip -9 can hold 8 MiB).
 const PLAIN_LIMIT: usize = 16 << 20;
 /// Plaintext split into pieces, at most: preflate-rs keeps stream positions in an i32. The
-/// rest of a longer stream is the tail.
-const PLAIN_MAX: u64 = i32::MAX as u64 - PLAIN_LIMIT as u64;
+/// rest of a longer stream is the tail. The margin covers one more piece: its plaintext
+/// limit does not count stored blocks, which a whole feed may hold.
+const PLAIN_MAX: u64 = i32::MAX as u64 - 2 * (PLAIN_LIMIT + FEED_MAX) as u64;
 
 /// The length of the gzip member header (RFC 1952) at the start of `bytes`, or `None` when
 /// `bytes` does not start with a complete deflate-gzip header.
@@ -256,11 +257,15 @@ pub fn split<R: Read + Send, T>(
         let splitting = scope.spawn(move || split_pieces(input, &tx, stop));
         let mut checked = Checked::new(rx, stop);
         let consumed = consume(&mut checked);
-        let (pieces, ending, unchecked) = checked.finish();
-        match splitting.join() {
-            Ok(Ok(())) => Ok((consumed, pieces, ending, unchecked)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(io::Error::other("the gzip splitting thread panicked")),
+        let finished = checked.finish();
+        match (splitting.join(), finished) {
+            (Ok(Ok(())), Some((pieces, ending, unchecked))) => {
+                Ok((consumed, pieces, ending, unchecked))
+            }
+            (Ok(Err(e)), _) => Err(e),
+            (Err(_), _) => Err(io::Error::other("the gzip splitting thread panicked")),
+            // Its pieces would promise plaintext that was not taken.
+            (_, None) => Err(io::Error::other("gzip plaintext not read to the end")),
         }
     })
 }
@@ -293,23 +298,35 @@ fn split_pieces(
         }
         input_done |= fill(input, &mut pending, feed)?;
         let fed = &pending[..feed.min(pending.len())];
+        // One guarded call: the crate asserts in places, and its positions overflow past
+        // 2 GiB in builds with overflow checks.
         let result = guarded(|| match processor.decompress(fed) {
-            Ok(r) => Ok(Some((r.corrections, r.compressed_size))),
+            Ok(r) => {
+                let plain = processor.plain_text().text().to_vec();
+                processor.shrink_to_dictionary();
+                Ok(Some((
+                    plain,
+                    r.corrections,
+                    r.compressed_size,
+                    processor.is_done(),
+                )))
+            }
             Err(e) if e.exit_code() == ExitCode::ShortRead => Ok(None),
             Err(e) => Err(reason(&e)),
         });
-        let (corrections, used) = match result {
+        let (plain, corrections, used, done) = match result {
             Ok(Some(piece)) => piece,
             // No whole deflate block in the feed: feed more, unless there is no more.
-            Ok(None) if !input_done && feed < FEED_MAX => {
+            Ok(None) if feed < FEED_MAX && (!input_done || pending.len() > feed) => {
                 feed *= 2;
                 continue;
             }
-            Ok(None) => break Some("the deflate stream is cut short".into()),
+            Ok(None) if input_done && pending.len() <= feed => {
+                break Some("the deflate stream is cut short".into())
+            }
+            Ok(None) => break Some(format!("a deflate block over {} MiB", FEED_MAX >> 20)),
             Err(why) => break Some(why),
         };
-        let plain = processor.plain_text().text().to_vec();
-        processor.shrink_to_dictionary();
         plain_total += plain.len() as u64;
         let piece = Split::Piece {
             plain,
@@ -319,7 +336,7 @@ fn split_pieces(
         if tx.send(piece).is_err() {
             return Ok(()); // the reading side is gone
         }
-        if processor.is_done() {
+        if done {
             break None;
         }
         feed = FEED;
@@ -410,8 +427,9 @@ impl<'a> Checked<'a> {
     }
 
     /// The checked pieces, why they end, and the compressed bytes after them that the
-    /// splitter read (the rest of the pieces it sent, and what it read beyond).
-    fn finish(mut self) -> (Vec<Piece>, Ending, Vec<u8>) {
+    /// splitter read (the rest of the pieces it sent, and what it read beyond); `None`
+    /// when the plaintext was not read to its end.
+    fn finish(mut self) -> Option<(Vec<Piece>, Ending, Vec<u8>)> {
         self.stop.store(true, Ordering::Relaxed);
         let ending = self.ending.take();
         // Everything the splitter still sends is unchecked, up to its end.
@@ -421,8 +439,7 @@ impl<'a> Checked<'a> {
                 Split::End { leftover, .. } => self.unchecked.extend_from_slice(&leftover),
             }
         }
-        let ending = ending.unwrap_or_else(|| Ending::Failed("not read to the end".into()));
-        (self.pieces, ending, self.unchecked)
+        Some((self.pieces, ending?, self.unchecked))
     }
 }
 
@@ -662,7 +679,7 @@ mod tests {
         checked.read_to_end(&mut plain).unwrap();
         assert!(plain.is_empty());
         assert!(stop.load(Ordering::Relaxed), "the splitter is told to stop");
-        let (pieces, ending, unchecked) = checked.finish();
+        let (pieces, ending, unchecked) = checked.finish().expect("read to the end");
         assert!(pieces.is_empty());
         assert!(matches!(ending, Ending::Failed(_)), "{ending:?}");
         assert_eq!(

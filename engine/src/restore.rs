@@ -302,7 +302,7 @@ impl Restorer {
     }
 }
 
-/// Gzip re-creations at once. Each is CPU-bound and holds up to a piece of plaintext (16 MiB)
+/// Gzip re-creations at once. Each is CPU-bound and holds a piece of plaintext (~16 MiB)
 /// and preflate-rs's state: more of them than there are cores adds memory and no speed.
 static REBUILDS: std::sync::LazyLock<Permits> = std::sync::LazyLock::new(|| {
     Permits::new(std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -31,11 +31,10 @@ pub struct SnapshotSource {
     trees: Mutex<HashMap<PathBuf, Arc<Tree>>>,
 }
 
+/// A repository error as an I/O error of the source. Never of kind NotFound: the backup
+/// would take the file for one deleted meanwhile and leave it out.
 fn to_io(e: Error) -> io::Error {
-    match e {
-        Error::Io { cause, .. } => cause,
-        e => io::Error::other(e.to_string()),
-    }
+    io::Error::other(e.to_string())
 }
 
 impl SnapshotSource {
@@ -119,42 +118,99 @@ impl Source for SnapshotSource {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (repo, rt, path) = (Arc::clone(&self.repo), self.rt.clone(), rel.to_path_buf());
         std::thread::spawn(move || {
-            let read = read_content(&repo, &rt, &path, &node, |bytes| {
-                tx.send(Ok(bytes.to_vec()))
-                    .map_err(|_| Error::Invalid("the reader went away".into()))
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                read_content(&repo, &rt, &path, &node, |bytes| {
+                    tx.send(Chunk::Bytes(bytes.to_vec()))
+                        .map_err(|_| Error::Invalid("the reader went away".into()))
+                })
+            }));
+            let _ = tx.send(match read {
+                Ok(Ok(_)) => Chunk::Done,
+                Ok(Err(e)) => Chunk::Failed(e),
+                Err(_) => Chunk::Failed(Error::Invalid("reading the file panicked".into())),
             });
-            if let Err(e) = read {
-                let _ = tx.send(Err(e));
-            }
         });
         Ok(Box::new(Received {
             rx,
             bytes: Vec::new(),
             at: 0,
+            done: false,
         }))
     }
 }
 
-/// The bytes another thread reads from the repository, in order; its error, if any, last.
+/// What the reading thread sends: bytes in order, then how it ended.
+enum Chunk {
+    Bytes(Vec<u8>),
+    Done,
+    Failed(Error),
+}
+
+/// The bytes another thread reads from the repository, in order. Only its `Done` ends the
+/// file: a thread gone without it is an error, never a shorter file.
 struct Received {
-    rx: Receiver<Result<Vec<u8>>>,
+    rx: Receiver<Chunk>,
     bytes: Vec<u8>,
     at: usize,
+    done: bool,
 }
 
 impl Read for Received {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.at == self.bytes.len() {
+            if self.done {
+                return Ok(0);
+            }
             match self.rx.recv() {
-                Ok(Ok(bytes)) => (self.bytes, self.at) = (bytes, 0),
-                Ok(Err(e)) => return Err(to_io(e)),
-                // The reading thread is done and sent everything.
-                Err(_) => return Ok(0),
+                Ok(Chunk::Bytes(bytes)) => (self.bytes, self.at) = (bytes, 0),
+                Ok(Chunk::Done) => self.done = true,
+                Ok(Chunk::Failed(e)) => return Err(to_io(e)),
+                Err(_) => return Err(io::Error::other("the file's reader stopped early")),
             }
         }
         let n = buf.len().min(self.bytes.len() - self.at);
         buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Chunk, Received};
+    use std::io::Read;
+    use std::sync::mpsc::sync_channel;
+
+    fn received(chunks: Vec<Chunk>) -> std::io::Result<Vec<u8>> {
+        let (tx, rx) = sync_channel(chunks.len());
+        for chunk in chunks {
+            tx.send(chunk).unwrap();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        let mut reader = Received {
+            rx,
+            bytes: Vec::new(),
+            at: 0,
+            done: false,
+        };
+        reader.read_to_end(&mut out)?;
+        // Read again after the end: still the end.
+        assert_eq!(reader.read(&mut [0; 8])?, 0);
+        Ok(out)
+    }
+
+    #[test]
+    fn only_the_readers_done_ends_the_file() {
+        let bytes = |b: &[u8]| Chunk::Bytes(b.to_vec());
+        assert_eq!(
+            received(vec![bytes(b"ab"), bytes(b"c"), Chunk::Done]).unwrap(),
+            b"abc"
+        );
+        // A reader gone without saying it is done (it panicked): an error, not a short file.
+        assert!(received(vec![bytes(b"ab")]).is_err());
+        let failed = Chunk::Failed(crate::Error::MissingBlob(crate::Id([7; 32])));
+        let err = received(vec![bytes(b"ab"), failed]).unwrap_err();
+        assert_ne!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }
