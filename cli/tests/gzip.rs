@@ -391,3 +391,24 @@ fn a_layer_of_more_than_4_gib_of_plaintext_restores_exactly() {
     );
     assert_restores(&s, &volume, 1);
 }
+
+#[test]
+fn gzip_repositories_get_smaller_chunks_unless_told_otherwise() {
+    let chunker = |args: &[&str]| {
+        let s = Stowage::new();
+        s.ok(&[&["init"][..], args].concat());
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(&s.repo).join("config")).unwrap())
+                .unwrap();
+        (
+            config["chunker"]["avg"].as_u64().unwrap(),
+            config["gzip"].clone(),
+        )
+    };
+    assert_eq!(chunker(&[]), (1 << 20, serde_json::Value::Null));
+    assert_eq!(
+        chunker(&["--gzip"]),
+        (256 << 10, serde_json::Value::Bool(true))
+    );
+    assert_eq!(chunker(&["--gzip", "--chunk-avg", "131072"]).0, 128 << 10);
+}
