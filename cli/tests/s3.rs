@@ -431,6 +431,13 @@ fn bench_compares_every_store_operation_and_pipeline() {
         files(&dir).is_empty(),
         "nothing left in the directory store"
     );
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the store's directory")
+        .collect();
+    assert!(
+        entries.is_empty(),
+        "not even empty directories: {entries:?}"
+    );
 }
 
 #[test]

@@ -1,13 +1,13 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use stowage_backends::bench::{bench_store, BenchOptions, BenchRow};
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::Store;
 
 use super::print_json;
-use crate::open::Context;
+use crate::open::{Context, Location};
 
 #[derive(clap::Args)]
 #[group(skip)] // also flattened into `stowage bench`
@@ -87,8 +87,33 @@ pub async fn measure(ctx: &Context, args: &Args) -> anyhow::Result<(Vec<BenchRow
             eprintln!("measuring {} ...", store.describe());
         }
         rows.extend(bench_store(store.as_ref(), &opts).await?);
+        // A directory store keeps the directories its objects were in; leave none behind.
+        if let Location::Dir(dir) = Location::parse(location)? {
+            remove_empty_dirs(&dir.join("stowage-bench"))
+                .with_context(|| format!("cleaning up {}", dir.display()))?;
+        }
     }
     Ok((rows, names))
+}
+
+/// Removes `dir` and the directories below it, as long as they hold no files.
+fn remove_empty_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_dirs(&entry.path())?;
+        }
+    }
+    // Fails on a directory that still holds something: nothing but empty directories goes.
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(()),
+        other => other,
+    }
 }
 
 pub fn print_table(rows: &[BenchRow]) {

@@ -108,9 +108,12 @@ pub fn gnu_tar_sha256(parent: &Path, name: &str) -> String {
 }
 
 /// Waits until files just written are older than the racy window of change detection: a
-/// file changed in the same second a backup started is read again by the next backup.
+/// file stamped within `RACY_MARGIN` before a backup started is read again by the next one.
 pub fn settle() {
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let racy = stowage_engine::backup::RACY_MARGIN
+        .to_std()
+        .expect("a positive margin");
+    std::thread::sleep(racy + std::time::Duration::from_millis(150));
 }
 
 pub fn is_root() -> bool {
