@@ -88,7 +88,7 @@ impl Context {
             match e.kind() {
                 std::io::ErrorKind::NotFound => stowage_engine::Error::NoRepository {
                     location: location.to_string(),
-                    detail: detail.to_string(),
+                    detail: format!("{detail} ({e})"),
                 }
                 .into(),
                 _ => anyhow!("{location}: {e}"),

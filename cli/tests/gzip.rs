@@ -285,7 +285,11 @@ fn layers_that_cannot_be_recreated_are_stored_as_they_are_and_counted() {
     cut.extend_from_slice(&text(300_000, 77));
     put_blob(&volume, &cut);
     let run = s.run(&["backup", "--json", volume.to_str().unwrap()]);
-    assert!(run.status.success());
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     for (field, count) in [
         ("gzip_fallbacks", 1),
@@ -375,7 +379,11 @@ fn a_layer_of_more_than_4_gib_of_plaintext_restores_exactly() {
     let s = Stowage::new();
     s.ok(&["init", "--gzip"]);
     let run = s.run(&["backup", "--json", volume.to_str().unwrap()]);
-    assert!(run.status.success());
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let backed_up: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let counted =
         ["gzip_layers", "gzip_partial", "gzip_fallbacks"].map(|f| summary_u64(&backed_up, f));

@@ -246,7 +246,8 @@ impl Repository {
     }
 
     /// [`Repository::decode_blob`] into `plain` (replacing what it held): a restore decodes
-    /// thousands of blobs into one buffer instead of a fresh one each.
+    /// thousands of blobs into one buffer. Uncompressed blobs (gzip layers, most of a
+    /// registry) are opened in place there; a zstd blob still decompresses into a new one.
     pub fn decode_blob_into(
         &self,
         id: &Id,

@@ -304,54 +304,9 @@ impl Restorer {
 
 /// Gzip re-creations at once. Each is CPU-bound and holds a piece of plaintext (~16 MiB)
 /// and preflate-rs's state: more of them than there are cores adds memory and no speed.
-static REBUILDS: std::sync::LazyLock<Permits> = std::sync::LazyLock::new(|| {
-    Permits::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+static REBUILDS: std::sync::LazyLock<Semaphore> = std::sync::LazyLock::new(|| {
+    Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
 });
-
-/// A counting semaphore for blocking threads.
-struct Permits {
-    free: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
-}
-
-/// One of [`Permits`], given back when dropped.
-struct Permit<'a>(&'a Permits);
-
-impl Permits {
-    fn new(count: usize) -> Self {
-        Permits {
-            free: std::sync::Mutex::new(count),
-            freed: std::sync::Condvar::new(),
-        }
-    }
-
-    /// A permit if one is free now.
-    #[cfg(test)]
-    fn try_acquire(&self) -> Option<Permit<'_>> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        (*free > 0).then(|| {
-            *free -= 1;
-            Permit(self)
-        })
-    }
-
-    /// Waits for a permit.
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.freed.notify_one();
-    }
-}
 
 /// Reads the data blobs `ids` in order and hands each one's plaintext to `take`, verified
 /// against its id. Blobs stored back to back in one pack come in one read: a layer's chunks
@@ -441,7 +396,7 @@ pub(crate) fn read_content(
         Some(Content::Inline(bytes)) => take(&bytes.0)?,
         Some(Content::Chunks(ids)) => read_blobs(repo, rt, ids, &mut take)?,
         Some(Content::Gzip(gzip)) => {
-            let _permit = REBUILDS.acquire();
+            let _permit = rt.block_on(REBUILDS.acquire()).expect("semaphore open");
             let what = rel.display().to_string();
             let mut recipe = Vec::new();
             read_blobs(repo, rt, &gzip.recipe, &mut |bytes| {
@@ -520,17 +475,6 @@ mod tests {
         ];
         assert_eq!(adjacent_runs(&blobs, 400), [0..3, 3..4, 4..6, 6..7]);
         assert!(adjacent_runs(&[], 400).is_empty());
-    }
-
-    #[test]
-    fn permits_are_counted_and_given_back() {
-        let permits = super::Permits::new(2);
-        let (a, b) = (permits.acquire(), permits.acquire());
-        assert!(permits.try_acquire().is_none(), "two of two are held");
-        drop(a);
-        let c = permits.try_acquire().expect("one was given back");
-        drop((b, c));
-        assert_eq!(*permits.free.lock().unwrap(), 2);
     }
 
     #[test]

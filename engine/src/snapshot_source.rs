@@ -117,17 +117,15 @@ impl Source for SnapshotSource {
         let node = self.node(rel)?;
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let (repo, rt, path) = (Arc::clone(&self.repo), self.rt.clone(), rel.to_path_buf());
+        // A thread that panics drops its sender without `Done`: `Received` reports that.
         std::thread::spawn(move || {
-            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                read_content(&repo, &rt, &path, &node, |bytes| {
-                    tx.send(Chunk::Bytes(bytes.to_vec()))
-                        .map_err(|_| Error::Invalid("the reader went away".into()))
-                })
-            }));
+            let read = read_content(&repo, &rt, &path, &node, |bytes| {
+                tx.send(Chunk::Bytes(bytes.to_vec()))
+                    .map_err(|_| Error::Invalid("the reader went away".into()))
+            });
             let _ = tx.send(match read {
-                Ok(Ok(_)) => Chunk::Done,
-                Ok(Err(e)) => Chunk::Failed(e),
-                Err(_) => Chunk::Failed(Error::Invalid("reading the file panicked".into())),
+                Ok(_) => Chunk::Done,
+                Err(e) => Chunk::Failed(e),
             });
         });
         Ok(Box::new(Received {

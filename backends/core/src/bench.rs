@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use crate::store::{Store, StoreResult};
 
+/// The directory (key prefix) the measurements' objects go under.
+pub const PREFIX: &str = "stowage-bench";
+
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// Object sizes to measure, in bytes.
@@ -52,7 +55,7 @@ pub struct BenchRow {
 
 /// Runs every measurement against `store`, cleaning up after itself.
 pub async fn bench_store(store: &dyn Store, opts: &BenchOptions) -> StoreResult<Vec<BenchRow>> {
-    let run = format!("stowage-bench/{:016x}", rand::random::<u64>());
+    let run = format!("{PREFIX}/{:016x}", rand::random::<u64>());
     let mut rows = Vec::new();
     for &size in &opts.sizes {
         let count = (opts.bytes_per_size / size.max(1))
@@ -193,7 +196,11 @@ mod tests {
         );
         assert_eq!(rows[0].bytes, 20_000);
         assert!(
-            store.list("stowage-bench/").await.expect("list").is_empty(),
+            store
+                .list(&format!("{PREFIX}/"))
+                .await
+                .expect("list")
+                .is_empty(),
             "cleaned up"
         );
     }

@@ -252,7 +252,8 @@ impl Store for NfsStore {
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        self.list_files(prefix)
+        // A stale directory handle (the directory made again) is looked up afresh.
+        self.fresh(false, || self.list_files(prefix))
             .await
             .map_err(|e| self.error("list", prefix, e))
     }

@@ -188,15 +188,21 @@ impl Target for NfsTarget {
                 }
             };
             let mtime = nfs_time(meta.mtime.secs, meta.mtime.nanos);
-            if self.client.as_root {
-                // Owner first, on its own: a server clears setuid/setgid when an owner
-                // change comes with the mode (as chown(2) does), so the mode must follow.
-                let owner = sattr3 {
+            let owner = |attr: sattr3| match self.client.as_root {
+                true => sattr3 {
                     uid: Nfs3Option::Some(meta.uid),
                     gid: Nfs3Option::Some(meta.gid),
-                    ..sattr3::default()
-                };
-                self.client.setattr(&what, &fh, owner).await?;
+                    ..attr
+                },
+                false => attr,
+            };
+            // A server clears setuid/setgid when an owner change comes with the mode (as
+            // chown(2) does): with those bits the owner goes first, on its own.
+            let setid = meta.mode & 0o6000 != 0 && meta.kind != EntryKind::Symlink;
+            if self.client.as_root && setid {
+                self.client
+                    .setattr(&what, &fh, owner(sattr3::default()))
+                    .await?;
             }
             let attr = sattr3 {
                 mode: match meta.kind {
@@ -206,6 +212,10 @@ impl Target for NfsTarget {
                 atime: set_atime::SET_TO_CLIENT_TIME(mtime),
                 mtime: set_mtime::SET_TO_CLIENT_TIME(mtime),
                 ..sattr3::default()
+            };
+            let attr = match setid {
+                true => attr,
+                false => owner(attr),
             };
             self.client.setattr(&what, &fh, attr).await
         })

@@ -77,12 +77,10 @@ impl TempFile {
         Ok(())
     }
 
-    /// Writes `data`, all of it at once (WRITEs on every connection), after what was
-    /// written so far.
+    /// Writes `data`, all of it at once (WRITEs on every connection), into a file nothing
+    /// was appended to.
     pub async fn write_whole(&mut self, data: &[u8]) -> io::Result<()> {
-        if !self.buffer.is_empty() {
-            self.spawn_write();
-        }
+        debug_assert!(self.buffer.is_empty() && self.offset == 0);
         let verifiers = self
             .client
             .write_parallel(&self.what, &self.fh, self.offset, data)

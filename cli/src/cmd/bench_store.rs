@@ -89,7 +89,7 @@ pub async fn measure(ctx: &Context, args: &Args) -> anyhow::Result<(Vec<BenchRow
         rows.extend(bench_store(store.as_ref(), &opts).await?);
         // A directory store keeps the directories its objects were in; leave none behind.
         if let Ok(Location::Dir(dir)) = Location::parse(location) {
-            remove_empty_dirs(&dir.join("stowage-bench"))
+            remove_empty_dirs(&dir.join(stowage_backends::bench::PREFIX))
                 .with_context(|| format!("cleaning up {}", dir.display()))?;
         }
     }

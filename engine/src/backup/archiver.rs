@@ -295,44 +295,35 @@ impl Archiver {
         meta: &EntryMeta,
         previous: Option<&Node>,
     ) -> Result<Option<Content>> {
-        let digest = registry::blob_digest(rel);
         // Stored as it is, to be read again for gzip content (`optimize`).
         let reencode = |c: &Content| {
             self.opts.reencode
-                && digest.is_some()
-                && meta.size >= GZIP_MIN
                 && matches!(c, Content::Chunks(_))
+                && meta.size >= GZIP_MIN
+                && registry::blob_digest(rel).is_some()
         };
         if let Some(prev) = previous.filter(|p| self.unchanged(meta, p)) {
             match &prev.content {
                 Some(c) if reencode(c) => {}
-                Some(c @ Content::Inline(_)) => return Ok(Some(c.clone())),
-                Some(c @ (Content::Chunks(_) | Content::Gzip(_))) if self.stored(c)? => {
-                    return Ok(Some(c.clone()))
-                }
+                // Inline content has no blobs: always stored.
+                Some(c) if self.packer.stored(c.blobs())? => return Ok(Some(c.clone())),
                 _ => {}
             }
         }
         if self.opts.force {
             return Ok(None);
         }
-        if let Some(digest) = digest {
+        if let Some(digest) = registry::blob_digest(rel) {
             if let Some(record) = self.repo.index().digest(&digest)? {
                 if record.size == meta.size
                     && !reencode(&record.content)
-                    && self.stored(&record.content)?
+                    && self.packer.stored(record.content.blobs())?
                 {
                     return Ok(Some(record.content));
                 }
             }
         }
         Ok(None)
-    }
-
-    /// Whether every blob of `content` is stored (and not only in a pack a prune marked).
-    fn stored(&self, content: &Content) -> Result<bool> {
-        let ids: Vec<Id> = content.blobs().copied().collect();
-        self.packer.stored(&ids)
     }
 
     /// The file's node when its content need not be read.

@@ -213,8 +213,8 @@ impl Packer {
 
     /// Whether every blob of `ids` is stored in a pack a new snapshot may rely on (content
     /// taken over without reading it again); records those packs when so.
-    pub fn stored(&self, ids: &[Id]) -> Result<bool> {
-        let mut packs = Vec::with_capacity(ids.len());
+    pub fn stored<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) -> Result<bool> {
+        let mut packs = Vec::new();
         for id in ids {
             match self.repo.index().usable(id)? {
                 Some(pack) => packs.push(pack),
