@@ -94,10 +94,16 @@ impl Keys {
         u64::from_le_bytes(derived[..8].try_into().expect("8 bytes"))
     }
 
+    /// Keys from fixed bytes, for tests that pin the format (`golden.rs`).
+    #[cfg(test)]
+    pub(crate) fn from_bytes(encrypt: [u8; 32], id_key: [u8; 32]) -> Self {
+        Self::from_parts(encrypt, id_key)
+    }
+
     /// Seals `plaintext` with a fresh random nonce.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-        let nonce: [u8; NONCE_LEN] = rand::random();
+        let nonce = fresh_nonce();
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
         let tag = self
@@ -141,6 +147,56 @@ impl Keys {
             .len();
         plain.truncate(len);
         Ok(())
+    }
+}
+
+/// A random nonce; in unit tests, the next one of [`test_nonces::counting`] when a test set
+/// that up on this thread.
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    #[cfg(test)]
+    if let Some(nonce) = test_nonces::next() {
+        return nonce;
+    }
+    rand::random()
+}
+
+/// Deterministic nonces for unit tests that pin sealed bytes (`golden.rs`). Test builds only:
+/// a release build has no such hook.
+#[cfg(test)]
+pub(crate) mod test_nonces {
+    use std::cell::Cell;
+
+    use super::NONCE_LEN;
+
+    thread_local! {
+        static NEXT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// Until the guard is dropped, seals on this thread take the nonces `start`,
+    /// `start + 1`, ... (4 zero bytes, then the counter big-endian); then they are random
+    /// again (or continue an enclosing guard's count).
+    #[must_use = "the nonces are counted only while the guard lives"]
+    pub(crate) fn counting(start: u64) -> Counting {
+        Counting(NEXT.with(|n| n.replace(Some(start))))
+    }
+
+    pub(crate) struct Counting(Option<u64>);
+
+    impl Drop for Counting {
+        fn drop(&mut self) {
+            NEXT.with(|n| n.set(self.0));
+        }
+    }
+
+    pub(super) fn next() -> Option<[u8; NONCE_LEN]> {
+        let counter = NEXT.with(|n| {
+            let current = n.get();
+            n.set(current.map(|c| c + 1));
+            current
+        })?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[4..].copy_from_slice(&counter.to_be_bytes());
+        Some(nonce)
     }
 }
 
@@ -208,7 +264,25 @@ pub struct KeyFile {
 impl KeyFile {
     /// Wraps the master keys (bound to the config with BLAKE3 `config_hash`) under `password`.
     pub fn wrap(raw_keys: &RawKeys, config_hash: Id, password: &[u8], host: &str) -> Result<Self> {
-        let kdf = KdfParams::recommended();
+        Self::wrap_with(
+            raw_keys,
+            config_hash,
+            password,
+            host,
+            KdfParams::recommended(),
+            chrono::Utc::now(),
+        )
+    }
+
+    /// [`KeyFile::wrap`] with given KDF parameters (salt included) and creation time.
+    pub(crate) fn wrap_with(
+        raw_keys: &RawKeys,
+        config_hash: Id,
+        password: &[u8],
+        host: &str,
+        kdf: KdfParams,
+        created: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self> {
         let wrapping = kdf.derive(password)?;
         let material = KeyMaterial {
             encrypt: B64.encode(raw_keys.encrypt),
@@ -217,11 +291,16 @@ impl KeyFile {
         };
         let plain = serde_json::to_vec(&material).expect("key material serializes");
         Ok(KeyFile {
-            created: chrono::Utc::now(),
+            created,
             host: host.to_string(),
             kdf,
             data: B64.encode(wrapping.seal(&plain)),
         })
+    }
+
+    /// The bytes of the `keys/<id>` object.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("key file serializes")
     }
 
     /// Opens the master keys with `password`; `None` when the password does not fit.
@@ -300,6 +379,20 @@ mod tests {
         let opened = file.unwrap(b"pw", config).expect("unwrap").expect("opens");
         assert_eq!(opened.blob_id(b"a"), keys.blob_id(b"a"));
         assert!(file.unwrap(b"pw", Id::hash_of(b"other config")).is_err());
+    }
+
+    #[test]
+    fn counted_nonces_only_while_the_guard_lives() {
+        let keys = Keys::random();
+        let counted = |start| {
+            let _nonces = test_nonces::counting(start);
+            (keys.seal(b"x"), keys.seal(b"x"))
+        };
+        let (a, b) = counted(7);
+        assert_eq!(&a[..NONCE_LEN], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(&b[..NONCE_LEN], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8]);
+        assert_eq!(counted(7), (a.clone(), b));
+        assert_ne!(keys.seal(b"x")[..NONCE_LEN], a[..NONCE_LEN]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod forget;
+#[cfg(test)]
+mod golden;
 pub mod gzip;
 pub mod id;
 pub mod index;

@@ -38,6 +38,13 @@ pub struct Config {
     pub gzip: bool,
 }
 
+impl Config {
+    /// The bytes of the `config` object.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("config serializes")
+    }
+}
+
 /// Parameters of a new repository.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -125,10 +132,10 @@ impl Repository {
             created: Utc::now(),
             gzip: opts.gzip,
         };
-        let config_bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
+        let config_bytes = config.to_json();
         let key_file = KeyFile::wrap(raw, Id::hash_of(&config_bytes), password, &opts.host)?;
         // The key first: a config without a key would be a repository nobody can open.
-        let key_json = serde_json::to_vec_pretty(&key_file).expect("key file serializes");
+        let key_json = key_file.to_json();
         store
             .put(&format!("keys/{}", Id::random()), key_json.into())
             .await?;
