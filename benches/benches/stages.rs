@@ -18,15 +18,15 @@ use stowage_backends::source::{FsSource, Source};
 use stowage_backends::target::{FsTarget, Target};
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_benches::{gzip_layer, text, write_volume};
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::chunker::{Chunker, ChunkerParams};
-use stowage_engine::compress::{compress, decompress, Compression};
-use stowage_engine::crypto::Keys;
-use stowage_engine::progress::{NoProgress, Progress};
-use stowage_engine::repo::InitOptions;
-use stowage_engine::restore::{restore, RestoreOptions};
-use stowage_engine::snapshot::Snapshot;
+use stowage_engine::format::chunker::{Chunker, ChunkerParams};
+use stowage_engine::format::compress::{compress, decompress, Compression};
+use stowage_engine::format::crypto::Keys;
+use stowage_engine::InitOptions;
 use stowage_engine::Repository;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup, BackupOptions};
+use stowage_engine::{restore, RestoreOptions};
+use stowage_engine::{NoProgress, Progress};
 
 const MIB: usize = 1 << 20;
 /// The layers of the volume; together they are the 64 MiB gzip input.

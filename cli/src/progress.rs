@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use stowage_engine::progress::Progress;
+use stowage_engine::Progress;
 
 pub struct Bars {
     enabled: bool,

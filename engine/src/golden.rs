@@ -1,7 +1,7 @@
 //! Golden vectors of the repository format, version 1 (FORMAT.md), byte for byte.
 //!
 //! Every object kind is built here with fixed keys, fixed nonces
-//! ([`crate::crypto::test_nonces`]) and fixed times and ids, through the encoders the
+//! ([`crate::format::crypto::test_nonces`]) and fixed times and ids, through the encoders the
 //! pipelines use, and compared with the bytes committed in `engine/src/golden/`. The
 //! committed bytes are then decoded again and compared with the values they were made from.
 //!
@@ -30,17 +30,17 @@ use chrono::{DateTime, TimeZone, Utc};
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::{Buffered, KvStore, MemoryKv, Store, Upload};
 
-use crate::chunker::{Chunker, ChunkerParams};
-use crate::compress::{compress, decompress, Compression};
-use crate::crypto::{test_nonces, KdfParams, KeyFile, Keys};
+use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::compress::{compress, decompress, Compression};
+use crate::format::crypto::{test_nonces, KdfParams, KeyFile, Keys};
+use crate::format::id::Id;
+use crate::format::index_file::{decode_index_file, encode_index_file, PackList};
+use crate::format::marks::{Mark, Marks};
+use crate::format::pack::{verified_header, BlobKind, Pack, PackBuilder, PackEntry};
+use crate::format::snapshot::{Snapshot, SourceRef, Summary, TarLayout};
+use crate::format::tree::{Content, GzipContent, InlineBytes, Name, Node, NodeKind, Tree};
 use crate::gzip::{Piece, Recipe};
-use crate::id::Id;
-use crate::index::{decode_index_file, encode_index_file, PackList};
-use crate::marks::{Mark, Marks};
-use crate::pack::{verified_header, BlobKind, Pack, PackBuilder, PackEntry};
 use crate::repo::{Config, Repository};
-use crate::snapshot::{Snapshot, SourceRef, Summary, TarLayout};
-use crate::tree::{Content, GzipContent, InlineBytes, Name, Node, NodeKind, Tree};
 
 const PASSWORD: &[u8] = b"golden password";
 
@@ -542,7 +542,7 @@ async fn build() -> Built {
     let marks = marks();
     let mark_id = {
         let _nonces = test_nonces::counting(0x800);
-        crate::marks::write(store.as_ref(), &k, marks.clone())
+        crate::repo::marks::write(store.as_ref(), &k, marks.clone())
             .await
             .expect("write the marks")
             .expect("a mark file")
@@ -735,7 +735,9 @@ async fn mark_file() {
         .put(&format!("marks/{}", b.mark_file.id), sealed.into())
         .await
         .expect("put");
-    let loaded = Marks::load(&store, &keys()).await.expect("marks load");
+    let loaded = crate::repo::marks::load(&store, &keys())
+        .await
+        .expect("marks load");
     assert_eq!(loaded.files, vec![b.mark_file.id]);
     for mark in &b.marks {
         assert_eq!(loaded.by_pack.get(&mark.pack), Some(mark));
@@ -806,7 +808,7 @@ async fn committed_objects_read_as_a_repository() {
     for blob in &b.data {
         assert_eq!(repo.read_blob(&blob.id).await.expect("blob"), blob.plain);
     }
-    let marks = Marks::load(store.as_ref(), repo.keys())
+    let marks = crate::repo::marks::load(store.as_ref(), repo.keys())
         .await
         .expect("marks");
     assert_eq!(marks.by_pack.len(), b.marks.len());

@@ -12,13 +12,13 @@ use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::{MemoryKv, Store};
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::check::check;
-use stowage_engine::copy::{copy, copy_with, CopyOptions};
-use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::{InitOptions, Repository};
-use stowage_engine::snapshot::Snapshot;
+use stowage_engine::check;
+use stowage_engine::NoProgress;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup, BackupOptions};
+use stowage_engine::{copy, copy_with, CopyOptions};
 use stowage_engine::{Error, Id};
+use stowage_engine::{InitOptions, Repository};
 
 const OFFSITE_PASSWORD: &[u8] = b"battery staple";
 

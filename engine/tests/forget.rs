@@ -1,8 +1,8 @@
 //! Retention policies over 400 nightly snapshots: exactly which ones each rule keeps.
 
 use stowage_engine::forget::{plan, KeepPolicy};
-use stowage_engine::snapshot::{Snapshot, SourceRef, Summary};
 use stowage_engine::Id;
+use stowage_engine::{Snapshot, SourceRef, Summary};
 
 /// One snapshot a night at 02:00 UTC from 2025-01-01 to 2026-02-04, for `host`; the first of
 /// each month tagged `monthly-full`.

@@ -14,11 +14,11 @@ use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
 use stowage_backends::{KvStore, MemoryKv, Store};
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::Repository;
-use stowage_engine::restore::{restore, RestoreOptions};
+use stowage_engine::NoProgress;
+use stowage_engine::Repository;
+use stowage_engine::{backup, BackupOptions};
 use stowage_engine::{check, Error};
+use stowage_engine::{restore, RestoreOptions};
 
 /// A small volume with every kind of entry a restore must reproduce.
 fn make_volume(root: &Path) {
@@ -78,7 +78,7 @@ async fn fixture() -> Fixture {
 async fn run_backup(
     repo: &Arc<Repository>,
     volume: &Path,
-) -> (stowage_engine::Id, stowage_engine::snapshot::Snapshot) {
+) -> (stowage_engine::Id, stowage_engine::Snapshot) {
     let source = Arc::new(FsSource::new(volume).unwrap());
     backup(
         Arc::clone(repo),
@@ -155,7 +155,7 @@ async fn unchanged_volume_reads_nothing_and_a_new_cache_changes_nothing() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     // Outside the racy window: nothing was written within it before the backup starts.
-    let racy = stowage_engine::backup::RACY_MARGIN.to_std().unwrap();
+    let racy = stowage_engine::RACY_MARGIN.to_std().unwrap();
     tokio::time::sleep(racy + std::time::Duration::from_millis(150)).await;
     let (_, first) = run_backup(&repo, &f.volume).await;
     assert!(first.summary.bytes_read > 700_000);
@@ -237,7 +237,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
 
     let faulty = Arc::new(FaultyStore::new(f.store.clone()));
     let damaged = open(faulty.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    faulty.flip_bits_under(Some(&stowage_engine::pack::Pack::key(&pack)));
+    faulty.flip_bits_under(Some(&stowage_engine::format::pack::Pack::key(&pack)));
 
     let target = Arc::new(FsTarget::new(&f.out).unwrap());
     let result = restore(
@@ -259,9 +259,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
         restored_notes.display()
     );
 
-    let report = check::check(damaged, true, Arc::new(NoProgress))
-        .await
-        .unwrap();
+    let report = check(damaged, true, Arc::new(NoProgress)).await.unwrap();
     assert!(!report.is_ok());
     assert_eq!(report.damaged_packs.len(), 1);
     assert_eq!(report.damaged_packs[0].pack, pack);
@@ -274,7 +272,7 @@ async fn damaged_pack_fails_restore_and_check_names_it() {
     );
 
     faulty.flip_bits_under(None);
-    let clean = check::check(
+    let clean = check(
         open(faulty, PASSWORD, f.kv.clone()).await.unwrap(),
         true,
         Arc::new(NoProgress),

@@ -14,12 +14,12 @@ use stowage_backends::faulty::FaultyStore;
 use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::{MemoryKv, Store};
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::progress::NoProgress;
-use stowage_engine::prune::{prune, PruneOptions, PruneReport};
-use stowage_engine::repo::Repository;
-use stowage_engine::snapshot::Snapshot;
+use stowage_engine::NoProgress;
+use stowage_engine::Repository;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup, BackupOptions};
 use stowage_engine::{check, Error, Id};
+use stowage_engine::{prune, PruneOptions, PruneReport};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -152,7 +152,7 @@ fn hour() -> PruneOptions {
 }
 
 async fn check_ok(repo: &Arc<Repository>) {
-    let report = check::check(Arc::clone(repo), true, Arc::new(NoProgress))
+    let report = check(Arc::clone(repo), true, Arc::new(NoProgress))
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");
@@ -411,7 +411,7 @@ async fn duplicate_packs_count_as_indexed_and_one_copy_is_pruned() {
     let (_, snap) = first.unwrap();
     second.unwrap();
     let repo = reopen(&f.store).await;
-    let checked = check::check(Arc::clone(&repo), false, Arc::new(NoProgress))
+    let checked = check(Arc::clone(&repo), false, Arc::new(NoProgress))
         .await
         .unwrap();
     assert!(checked.is_ok() && checked.notes.is_empty(), "{checked:?}");
@@ -455,7 +455,7 @@ async fn a_noted_pack_that_is_not_what_was_noted_is_not_adopted() {
     f.assert_restores(&reopen(&f.store).await, &snap, &volume)
         .await;
     // check still names the damaged pack, which no snapshot needs (prune removes it later).
-    let report = check::check(Arc::clone(&repo), true, Arc::new(NoProgress))
+    let report = check(Arc::clone(&repo), true, Arc::new(NoProgress))
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{report:?}");

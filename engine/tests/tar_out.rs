@@ -17,13 +17,13 @@ use stowage_backends::memory::MemoryStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
 use stowage_backends::MemoryKv;
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::Repository;
-use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
-use stowage_engine::snapshot::Snapshot;
-use stowage_engine::tar_out::restore_tar;
+use stowage_engine::restore_tar;
 use stowage_engine::Error;
+use stowage_engine::NoProgress;
+use stowage_engine::Repository;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup, BackupOptions};
+use stowage_engine::{restore, RestoreOptions, RestoreSummary};
 use stowage_fixtures::{VolumeSpec, REGISTRY_PATH};
 
 fn is_root() -> bool {
@@ -298,7 +298,7 @@ async fn a_damaged_blob_ends_the_stream_inside_its_file() {
     // One blob per pack: the damage hits one chunk of the registry blob, its last.
     let b = back_up(dir, volume, Some(1)).await;
     let rel_in_volume = rel.to_str().unwrap();
-    let node = stowage_engine::dump::find(
+    let node = stowage_engine::find(
         &b.repo,
         &b.snapshot,
         &format!("{}/{rel_in_volume}", b.snapshot.name),
@@ -311,7 +311,7 @@ async fn a_damaged_blob_ends_the_stream_inside_its_file() {
     let pack = b.repo.index().lookup(last).unwrap().unwrap().pack;
     let faulty = Arc::new(FaultyStore::new(b.store.clone()));
     let damaged = open(faulty.clone(), PASSWORD, b.kv.clone()).await.unwrap();
-    faulty.flip_bits_under(Some(&stowage_engine::pack::Pack::key(&pack)));
+    faulty.flip_bits_under(Some(&stowage_engine::format::pack::Pack::key(&pack)));
 
     let archive = b.dir.path().join("damaged.tar");
     match write_tar(damaged, &b.snapshot, &archive).await {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use stowage_backends::fs::FsStore;
 use stowage_backends::MemoryKv;
-use stowage_engine::compress::Compression;
-use stowage_engine::index::encode_index_file;
-use stowage_engine::pack::{BlobKind, PackEntry};
+use stowage_engine::format::compress::Compression;
+use stowage_engine::format::index_file::encode_index_file;
+use stowage_engine::format::pack::{BlobKind, PackEntry};
 use stowage_engine::{Id, Repository};
 
-const PER_FILE: u64 = stowage_engine::index::INDEX_FILE_ENTRIES as u64;
+const PER_FILE: u64 = stowage_engine::format::index_file::INDEX_FILE_ENTRIES as u64;
 const PER_PACK: u64 = 2_000;
 
 #[tokio::main]

@@ -3,10 +3,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use stowage_backends::source::{FsSource, Source};
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::snapshot::Snapshot;
 use stowage_engine::Id;
 use stowage_engine::Repository;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup, BackupOptions};
 
 use super::{human_bytes, print_json};
 use stowage_nfs::NfsSource;

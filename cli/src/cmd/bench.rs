@@ -7,8 +7,8 @@ use serde::Serialize;
 use stowage_backends::bench::BenchRow;
 use stowage_backends::source::FsSource;
 use stowage_backends::target::FsTarget;
-use stowage_engine::bench::{backup_and_restore, PipelineRow};
 use stowage_engine::Id;
+use stowage_engine::{backup_and_restore, PipelineRow};
 
 use super::bench_store::{self, bench_store_at, parse_size};
 use super::print_json;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use stowage_engine::check::check;
+use stowage_engine::check;
 
 use super::print_json;
 use crate::open::Context;

@@ -1,9 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use stowage_engine::copy::{copy, plan};
-use stowage_engine::repo::Repository;
 use stowage_engine::Error;
+use stowage_engine::Repository;
+use stowage_engine::{copy, copy_plan as plan};
 
 use super::{human_bytes, print_json};
 use crate::open::{hostname, password_from, Context};

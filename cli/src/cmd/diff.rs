@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use stowage_engine::diff::diff;
+use stowage_engine::diff;
 
 use super::{human_bytes, print_json};
 use crate::open::Context;
@@ -41,8 +41,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             (None, None) => {}
         }
     }
-    let total =
-        |blobs: &[stowage_engine::diff::BlobChange]| blobs.iter().map(|b| b.size).sum::<u64>();
+    let total = |blobs: &[stowage_engine::BlobChange]| blobs.iter().map(|b| b.size).sum::<u64>();
     println!(
         "blobs: {} added ({}), {} removed ({})",
         d.blobs_added.len(),

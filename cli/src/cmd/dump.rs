@@ -14,6 +14,6 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
     let (_, snapshot) = repo.find_snapshot(&args.snapshot).await?;
     let mut out = std::io::stdout().lock();
-    stowage_engine::dump::dump(&repo, &snapshot, &args.path, &mut out).await?;
+    stowage_engine::dump(&repo, &snapshot, &args.path, &mut out).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-use stowage_engine::chunker::ChunkerParams;
-use stowage_engine::repo::{InitOptions, Repository};
+use stowage_engine::format::chunker::ChunkerParams;
+use stowage_engine::{InitOptions, Repository};
 
 use crate::open::{hostname, Context};
 

@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use stowage_engine::tree::{Node, NodeKind};
 use stowage_engine::Repository;
+use stowage_engine::{Node, NodeKind};
 
 use crate::open::Context;
 

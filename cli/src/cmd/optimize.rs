@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use stowage_engine::backup::BackupOptions;
-use stowage_engine::snapshot_source::SnapshotSource;
+use stowage_engine::BackupOptions;
+use stowage_engine::SnapshotSource;
 
 use super::backup::{report, run_backup};
 use crate::open::Context;

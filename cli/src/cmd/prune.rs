@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use stowage_engine::prune::{prune, PruneOptions, PruneReport};
+use stowage_engine::{prune, PruneOptions, PruneReport};
 
 use super::print_json;
 use crate::open::Context;

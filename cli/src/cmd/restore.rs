@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use stowage_backends::target::{FsTarget, Target};
-use stowage_engine::restore::{restore, RestoreOptions, RestoreSummary};
-use stowage_engine::select::{check_path, normalize, registry_selection, Selection};
+use stowage_engine::{check_path, normalize_path as normalize, registry_selection, Selection};
+use stowage_engine::{restore, RestoreOptions, RestoreSummary};
 
 use super::{human_bytes, print_json};
 use stowage_nfs::NfsTarget;
@@ -113,13 +113,12 @@ async fn restore_as_tar(
     ctx: &Context,
     repo: Arc<stowage_engine::Repository>,
     id: stowage_engine::Id,
-    snapshot: stowage_engine::snapshot::Snapshot,
+    snapshot: stowage_engine::Snapshot,
     args: Args,
 ) -> anyhow::Result<ExitCode> {
     let (output, writer) = super::tar_io::Output::open(args.output.as_deref())?;
     let bars = ctx.bars();
-    let summary =
-        stowage_engine::tar_out::restore_tar(repo, &snapshot, writer, bars.clone()).await?;
+    let summary = stowage_engine::restore_tar(repo, &snapshot, writer, bars.clone()).await?;
     bars.finish();
     output.commit()?;
     // stdout may be the tar itself: the summary goes to stderr.
@@ -139,7 +138,7 @@ async fn restore_as_tar(
 /// The partial restore `--include` and `--include-path` ask for, if any.
 async fn selection(
     repo: &stowage_engine::Repository,
-    snapshot: &stowage_engine::snapshot::Snapshot,
+    snapshot: &stowage_engine::Snapshot,
     includes: &[String],
     include_paths: &[String],
 ) -> anyhow::Result<Option<Arc<Selection>>> {

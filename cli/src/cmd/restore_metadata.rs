@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use stowage_engine::tar_in::write_original_tar;
+use stowage_engine::write_original_tar;
 
 use super::tar_io::Output;
 use crate::open::Context;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use stowage_engine::stats::stats;
+use stowage_engine::stats;
 
 use super::{human_bytes, print_json};
 use crate::open::Context;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::Context as _;
-use stowage_engine::snapshot::Snapshot;
-use stowage_engine::tar_in::{backup_tar, TarOptions};
 use stowage_engine::Id;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup_tar, TarOptions};
 
 use crate::open::{hostname, Context};
 

@@ -111,7 +111,7 @@ pub fn gnu_tar_sha256(parent: &Path, name: &str) -> String {
 /// file stamped within `RACY_MARGIN` before a backup started is read again by the next one,
 /// and a timestamp of whole seconds (S3) stands for its whole second.
 pub fn settle() {
-    let racy = stowage_engine::backup::RACY_MARGIN
+    let racy = stowage_engine::RACY_MARGIN
         .to_std()
         .expect("a positive margin");
     std::thread::sleep(racy + std::time::Duration::from_millis(1150));

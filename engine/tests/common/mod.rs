@@ -7,11 +7,11 @@ use std::path::Path;
 
 use stowage_backends::target::FsTarget;
 use stowage_backends::{KvStore, Store};
-use stowage_engine::chunker::ChunkerParams;
-use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::{InitOptions, Repository};
-use stowage_engine::restore::{restore, RestoreOptions};
-use stowage_engine::snapshot::Snapshot;
+use stowage_engine::format::chunker::ChunkerParams;
+use stowage_engine::NoProgress;
+use stowage_engine::Snapshot;
+use stowage_engine::{restore, RestoreOptions};
+use stowage_engine::{InitOptions, Repository};
 
 pub const PASSWORD: &[u8] = b"correct horse";
 

@@ -1,0 +1,215 @@
+//! The backup pipeline: source -> parent match -> chunking and packing in parallel -> trees
+//! -> index -> snapshot (FORMAT.md, "Write order").
+
+mod archiver;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use stowage_backends::source::Source;
+
+use crate::error::{Error, Result};
+use crate::format::id::Id;
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::{Snapshot, SourceRef, Summary};
+use crate::format::tree::Tree;
+use crate::progress::Progress;
+use crate::registry;
+use crate::repo::packer::Packer;
+use crate::repo::Repository;
+use archiver::Archiver;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub host: String,
+    pub tags: Vec<String>,
+    /// Recorded in the snapshot; taken from the volume name when not given.
+    pub replica_id: Option<String>,
+    /// A snapshot spec to compare against instead of the latest of the same host and source.
+    pub parent: Option<String>,
+    /// Read every file again.
+    pub force: bool,
+    pub ignore_inode: bool,
+    pub ignore_ctime: bool,
+    /// Files read at once.
+    pub readers: usize,
+    /// Packs are closed at about this size.
+    pub pack_size: usize,
+    /// Directory entries one listing task reads, depth first, below the directories it is
+    /// given: a few large tasks instead of a hand-off to a blocking thread per directory.
+    pub listing_budget: usize,
+    /// Keep gzip registry blobs as their plaintext and a recipe (FORMAT.md, "Gzip
+    /// content"); `None`: as the repository's config says.
+    pub gzip: Option<bool>,
+    /// Read registry blobs stored as they are again, to keep them as gzip content
+    /// (`stowage optimize`), even when the parent or the digest map has them.
+    pub reencode: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            host: "localhost".into(),
+            tags: Vec::new(),
+            replica_id: None,
+            parent: None,
+            force: false,
+            ignore_inode: false,
+            ignore_ctime: false,
+            readers: 2,
+            pack_size: 16 << 20,
+            listing_budget: 4096,
+            gzip: None,
+            reencode: false,
+        }
+    }
+}
+
+/// How close before the parent backup's start a file's timestamp may lie and still prove
+/// the file unchanged since that backup read it. A change in the same clock tick leaves the
+/// same timestamp; a long write(2) sets mtime once, at its start, and may still be copying
+/// when the file is read; NFS stamps with the server's clock. Files stamped later than this
+/// are read again by the next backup.
+pub const RACY_MARGIN: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Backs up `source` and returns the new snapshot.
+pub async fn backup(
+    repo: Arc<Repository>,
+    source: Arc<dyn Source>,
+    opts: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<(Id, Snapshot)> {
+    let started = Instant::now();
+    let time = chrono::Utc::now();
+    let root = {
+        let reader = Arc::clone(&source);
+        tokio::task::spawn_blocking(move || reader.root())
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))?
+            .map_err(|e| Error::io(source.uri(), e))?
+    };
+    let name = String::from_utf8_lossy(&root.name).into_owned();
+    let replica_id = opts
+        .replica_id
+        .clone()
+        .or_else(|| registry::replica_id(&name));
+    let parent = find_parent(&repo, source.as_ref(), &opts).await?;
+    let parent_dir = match &parent {
+        Some((_, snap)) => repo
+            .load_tree(&snap.tree)
+            .await?
+            .nodes
+            .first()
+            .and_then(|n| n.subtree),
+        None => None,
+    };
+    warn_on_replica_change(parent.as_ref(), replica_id.as_deref(), progress.as_ref());
+
+    let adopted = crate::repo::packer::adopt_unindexed(&repo).await?;
+    progress.phase("backup", None);
+    let packer = Packer::start(Arc::clone(&repo), opts.pack_size);
+    let archiver = Archiver::new(
+        Arc::clone(&repo),
+        Arc::clone(&source),
+        Arc::clone(&packer),
+        Arc::clone(&progress),
+        opts.clone(),
+        parent.as_ref().map(|(_, p)| {
+            let since = p.time - RACY_MARGIN;
+            (since.timestamp(), since.timestamp_subsec_nanos())
+        }),
+    );
+    let root_node = Arc::clone(&archiver)
+        .archive_dir(PathBuf::new(), root, parent_dir, None)
+        .await?;
+    let root_tree = serde_json::to_vec(&Tree {
+        nodes: vec![root_node],
+    })
+    .expect("trees serialize");
+    let tree = packer.add_async(BlobKind::Tree, &root_tree).await?;
+    let counts = &archiver.counts;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut summary = Summary {
+        files: get(&counts.files),
+        dirs: get(&counts.dirs),
+        symlinks: get(&counts.symlinks),
+        bytes: get(&counts.bytes),
+        files_read: get(&counts.files_read),
+        bytes_read: get(&counts.bytes_read),
+        files_unchanged: get(&counts.files_unchanged),
+        gzip_layers: get(&counts.gzip_layers),
+        gzip_partial: get(&counts.gzip_partial),
+        gzip_fallbacks: get(&counts.gzip_fallbacks),
+        ..Summary::default()
+    };
+    drop(archiver);
+    let written = packer.finish().await?;
+    summary.new_blobs = written.new_blobs;
+    summary.new_bytes = written.new_bytes;
+    summary.stored_bytes = written.stored_bytes;
+    summary.new_packs = written.new_packs;
+    summary.adopted_packs = adopted as u64;
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        time,
+        host: opts.host.clone(),
+        source: SourceRef {
+            kind: source.kind().to_string(),
+            uri: source.uri(),
+        },
+        name,
+        replica_id,
+        dtr_version: None,
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        tree,
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        original: None,
+        tar: None,
+        tables: None,
+    };
+    // Last: only now is everything it refers to durable and indexed.
+    let ids = crate::repo::commit::commit(&repo, vec![snapshot.clone()], &written.relied).await?;
+    Ok((ids[0], snapshot))
+}
+
+/// The snapshot to compare against: the one named, or the latest of the same host and source.
+async fn find_parent(
+    repo: &Repository,
+    source: &dyn Source,
+    opts: &BackupOptions,
+) -> Result<Option<(Id, Snapshot)>> {
+    if opts.force {
+        return Ok(None);
+    }
+    if let Some(spec) = &opts.parent {
+        return repo.find_snapshot(spec).await.map(Some);
+    }
+    let uri = source.uri();
+    Ok(repo
+        .snapshots()
+        .await?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.host == opts.host && s.source.uri == uri))
+}
+
+fn warn_on_replica_change(
+    parent: Option<&(Id, Snapshot)>,
+    replica: Option<&str>,
+    progress: &dyn Progress,
+) {
+    if let Some((id, snap)) = parent {
+        if let (Some(before), Some(now)) = (snap.replica_id.as_deref(), replica) {
+            if before != now {
+                progress.warn(&format!(
+                    "replica id changed from {before} (snapshot {}) to {now}",
+                    id.short()
+                ));
+            }
+        }
+    }
+}

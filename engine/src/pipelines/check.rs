@@ -1,0 +1,273 @@
+//! The check pipeline: index against packs -> every snapshot's trees and blobs -> with
+//! `read_data`, every pack read, its id and every blob authenticated -> damage mapped back
+//! to the snapshot paths it affects.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::id::Id;
+use crate::format::pack::{verified_header, Pack};
+use crate::format::tree::{Node, NodeKind};
+use crate::progress::Progress;
+use crate::repo::Repository;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DamagedPack {
+    pub pack: Id,
+    pub reason: String,
+    /// `<snapshot short id>:<path>` of every file or directory that needs this pack.
+    pub affected: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs_read: usize,
+    /// Problems that make some snapshot unrestorable.
+    pub errors: Vec<String>,
+    pub damaged_packs: Vec<DamagedPack>,
+    /// Harmless findings (e.g. packs left by an interrupted backup).
+    pub notes: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty() && self.damaged_packs.is_empty()
+    }
+}
+
+pub async fn check(
+    repo: Arc<Repository>,
+    read_data: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let packs: HashMap<Id, u64> = repo
+        .store()
+        .list("data/")
+        .await?
+        .into_iter()
+        .filter_map(|m| Some((m.key.rsplit('/').next()?.parse().ok()?, m.size)))
+        .collect();
+    report.packs = packs.len();
+
+    // The index may only name packs that exist.
+    let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
+    repo.index()
+        .for_each(&mut |blob, loc| blobs_by_pack.entry(loc.pack).or_default().push(blob))?;
+    let named = repo.index().packs()?;
+    for pack in named.iter().filter(|p| !packs.contains_key(p)) {
+        match blobs_by_pack.contains_key(pack) {
+            true => report
+                .errors
+                .push(format!("index names pack {pack}, which is missing")),
+            // Every blob of it has another copy: nothing is lost, prune drops it.
+            false => report.notes.push(format!(
+                "index names pack {pack}, which is missing; its blobs have other copies"
+            )),
+        }
+    }
+    let unindexed = packs.keys().filter(|p| !named.contains(p)).count();
+    if unindexed > 0 {
+        report.notes.push(format!(
+            "{unindexed} pack(s) are in no index (left by an interrupted backup; reused or pruned later)"
+        ));
+    }
+
+    // Every snapshot's trees load, and every blob they name is indexed.
+    let snapshots = repo.snapshots().await?;
+    report.snapshots = snapshots.len();
+    let mut seen_trees = HashSet::new();
+    progress.phase("check snapshots", None);
+    for (id, snap) in &snapshots {
+        for blob in snap.extra_blobs() {
+            if !repo.index().contains(blob)? {
+                report.errors.push(format!(
+                    "snapshot {}: its tar skeleton needs blob {blob}, which is in no index",
+                    id.short()
+                ));
+            }
+        }
+        let mut pending = vec![snap.tree];
+        while let Some(tree_id) = pending.pop() {
+            if !seen_trees.insert(tree_id) {
+                continue;
+            }
+            let tree = match repo.load_tree(&tree_id).await {
+                Ok(t) => t,
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("snapshot {}: tree {tree_id}: {e}", id.short()));
+                    continue;
+                }
+            };
+            for node in &tree.nodes {
+                pending.extend(node.subtree);
+                for blob in node.blobs() {
+                    if !repo.index().contains(blob)? {
+                        report.errors.push(format!(
+                            "snapshot {}: {} needs blob {blob}, which is in no index",
+                            id.short(),
+                            node.name.lossy()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    report.trees = seen_trees.len();
+
+    if read_data {
+        let total = packs.values().sum();
+        progress.phase("read data", Some(total));
+        let damaged = read_all_packs(
+            &repo,
+            &packs,
+            &blobs_by_pack,
+            progress.as_ref(),
+            &mut report,
+        )
+        .await?;
+        if !damaged.is_empty() {
+            map_damage(&repo, &snapshots, &blobs_by_pack, damaged, &mut report).await?;
+        }
+    }
+    Ok(report)
+}
+
+/// Reads every pack; returns the damaged ones with the reason.
+async fn read_all_packs(
+    repo: &Arc<Repository>,
+    packs: &HashMap<Id, u64>,
+    blobs_by_pack: &HashMap<Id, Vec<Id>>,
+    progress: &dyn Progress,
+    report: &mut CheckReport,
+) -> Result<BTreeMap<Id, String>> {
+    let results: Vec<(Id, usize, Option<String>)> = futures::stream::iter(packs.iter())
+        .map(|(pack, size)| {
+            let repo = Arc::clone(repo);
+            let (pack, size) = (*pack, *size);
+            let indexed: HashSet<Id> = blobs_by_pack
+                .get(&pack)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            async move {
+                let bytes = repo.store().get(&Pack::key(&pack)).await?;
+                let verdict = tokio::task::spawn_blocking(move || {
+                    verify_pack(&repo, &pack, &bytes, &indexed)
+                })
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+                progress.advance(size);
+                Ok::<_, Error>(match verdict {
+                    Ok(blobs) => (pack, blobs, None),
+                    Err(reason) => (pack, 0, Some(reason)),
+                })
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect()
+        .await?;
+    let mut damaged = BTreeMap::new();
+    for (pack, blobs, reason) in results {
+        report.packs_read += 1;
+        report.blobs_read += blobs;
+        if let Some(reason) = reason {
+            damaged.insert(pack, reason);
+        }
+    }
+    Ok(damaged)
+}
+
+/// Checks a pack's id, header, and every blob; returns the number of blobs or what is wrong.
+fn verify_pack(
+    repo: &Repository,
+    pack: &Id,
+    bytes: &[u8],
+    indexed: &HashSet<Id>,
+) -> Result<usize, String> {
+    let entries = verified_header(repo.keys(), pack, bytes).map_err(|e| e.to_string())?;
+    for entry in &entries {
+        let loc = crate::repo::index::Location {
+            pack: *pack,
+            entry: *entry,
+        };
+        let sealed = &bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
+        repo.decode_blob(&entry.id, &loc, sealed)
+            .map_err(|e| e.to_string())?;
+    }
+    let in_header: HashSet<Id> = entries.iter().map(|e| e.id).collect();
+    if let Some(missing) = indexed.iter().find(|id| !in_header.contains(id)) {
+        return Err(format!(
+            "the index places blob {missing} here but the pack lacks it"
+        ));
+    }
+    Ok(entries.len())
+}
+
+/// Finds the snapshot paths that need a damaged pack.
+async fn map_damage(
+    repo: &Repository,
+    snapshots: &[(Id, crate::format::snapshot::Snapshot)],
+    blobs_by_pack: &HashMap<Id, Vec<Id>>,
+    damaged: BTreeMap<Id, String>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let mut pack_of: HashMap<Id, Id> = HashMap::new();
+    for pack in damaged.keys() {
+        for blob in blobs_by_pack.get(pack).into_iter().flatten() {
+            pack_of.insert(*blob, *pack);
+        }
+    }
+    let mut affected: BTreeMap<Id, Vec<String>> = BTreeMap::new();
+    for (snap_id, snap) in snapshots {
+        let mut pending: Vec<(String, Id)> = vec![(String::new(), snap.tree)];
+        while let Some((path, tree_id)) = pending.pop() {
+            if let Some(pack) = pack_of.get(&tree_id) {
+                affected
+                    .entry(*pack)
+                    .or_default()
+                    .push(format!("{}:{path}/", snap_id.short()));
+                continue;
+            }
+            let Ok(tree) = repo.load_tree(&tree_id).await else {
+                continue;
+            };
+            for node in tree.nodes {
+                let child = format!("{path}/{}", node.name.lossy());
+                let needs = |n: &Node| n.blobs().find_map(|b| pack_of.get(b)).copied();
+                match (node.kind, node.subtree) {
+                    (NodeKind::Dir, Some(sub)) => pending.push((child, sub)),
+                    _ => {
+                        if let Some(pack) = needs(&node) {
+                            affected
+                                .entry(pack)
+                                .or_default()
+                                .push(format!("{}:{child}", snap_id.short()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (pack, reason) in damaged {
+        let mut paths = affected.remove(&pack).unwrap_or_default();
+        paths.sort();
+        report.damaged_packs.push(DamagedPack {
+            pack,
+            reason,
+            affected: paths,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! What changed between two snapshots (`stowage diff`), read the way a registry operator
+//! thinks: repositories and tags added, removed or moved to another manifest, blobs added
+//! and removed with their sizes; plain path changes for everything outside the registry's
+//! `docker/registry/v2/` tree. Subtrees with the same id are identical and not walked.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::format::id::Id;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
+use crate::repo::Repository;
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct TagChange {
+    pub repository: String,
+    pub tag: String,
+    /// The manifest digest before (`None`: the tag is new).
+    pub from: Option<String>,
+    /// The manifest digest after (`None`: the tag was removed).
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BlobChange {
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Diff {
+    pub repositories_added: Vec<String>,
+    pub repositories_removed: Vec<String>,
+    /// Tags added (`from` none), removed (`to` none) or moved (both set).
+    pub tags: Vec<TagChange>,
+    pub blobs_added: Vec<BlobChange>,
+    pub blobs_removed: Vec<BlobChange>,
+    /// Registry files other than tags and blobs (revision and layer links, uploads) that
+    /// changed: counted, not listed.
+    pub other_registry_files: u64,
+    /// Paths outside the registry tree, relative to the snapshots' top directory.
+    pub paths_added: Vec<String>,
+    pub paths_removed: Vec<String>,
+    pub paths_changed: Vec<String>,
+}
+
+/// One side of a difference: a file node at a path, `None` where it does not exist.
+type Change = (String, Option<Node>, Option<Node>);
+
+/// Compares snapshot `a` (before) with `b` (after).
+pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
+    let top_a = repo.load_tree(&a.tree).await?.nodes.into_iter().next();
+    let top_b = repo.load_tree(&b.tree).await?.nodes.into_iter().next();
+    let mut changes = Vec::new();
+    let mut dirs = (BTreeSet::new(), BTreeSet::new());
+    compare(
+        repo,
+        String::new(),
+        top_a.and_then(|n| n.subtree),
+        top_b.and_then(|n| n.subtree),
+        &mut changes,
+        &mut dirs,
+    )
+    .await?;
+
+    let mut diff = Diff::default();
+    // Keyed by what they are, not where: the registry may sit at another path in each.
+    let mut tags: BTreeMap<(String, String), (Option<String>, Option<String>)> = BTreeMap::new();
+    let (mut removed, mut added) = (BTreeMap::new(), BTreeMap::new());
+    for (path, before, after) in changes {
+        let Some(registry_path) = registry_rel(&path) else {
+            match (&before, &after) {
+                (None, Some(_)) => diff.paths_added.push(path),
+                (Some(_), None) => diff.paths_removed.push(path),
+                _ => diff.paths_changed.push(path),
+            }
+            continue;
+        };
+        if let (Some(digest), true) = (
+            blob_digest(&registry_path),
+            before.is_none() || after.is_none(),
+        ) {
+            if let Some(node) = &before {
+                removed.insert(digest.clone(), node.size);
+            }
+            if let Some(node) = &after {
+                added.insert(digest, node.size);
+            }
+            continue;
+        }
+        let is_file = |n: &Option<Node>| n.as_ref().is_none_or(|n| n.kind == NodeKind::File);
+        if let (Some(key), true) = (
+            tag_link(&registry_path),
+            is_file(&before) && is_file(&after),
+        ) {
+            let entry = tags.entry(key).or_default();
+            if let Some(node) = &before {
+                entry.0 = Some(link_target(repo, &path, node).await?);
+            }
+            if let Some(node) = &after {
+                entry.1 = Some(link_target(repo, &path, node).await?);
+            }
+            continue;
+        }
+        diff.other_registry_files += 1;
+    }
+    diff.tags = tags
+        .into_iter()
+        .filter(|(_, (from, to))| from != to)
+        .map(|((repository, tag), (from, to))| TagChange {
+            repository,
+            tag,
+            from,
+            to,
+        })
+        .collect();
+    let only = |these: &BTreeMap<String, u64>, others: &BTreeMap<String, u64>| -> Vec<BlobChange> {
+        these
+            .iter()
+            .filter(|(d, _)| !others.contains_key(*d))
+            .map(|(digest, size)| BlobChange {
+                digest: digest.clone(),
+                size: *size,
+            })
+            .collect()
+    };
+    diff.blobs_added = only(&added, &removed);
+    diff.blobs_removed = only(&removed, &added);
+    let (repos_a, repos_b) = (repositories(&dirs.0), repositories(&dirs.1));
+    diff.repositories_added = repos_b.difference(&repos_a).cloned().collect();
+    diff.repositories_removed = repos_a.difference(&repos_b).cloned().collect();
+    Ok(diff)
+}
+
+/// The part of `path` inside the registry's `docker/registry/v2` tree, if it is in one.
+fn registry_rel(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let at = parts
+        .windows(3)
+        .position(|w| w == ["docker", "registry", "v2"])?;
+    Some(parts[at + 3..].join("/"))
+}
+
+/// Repositories: the directories holding `_manifests` among `dirs`.
+fn repositories(dirs: &BTreeSet<String>) -> BTreeSet<String> {
+    dirs.iter()
+        .filter_map(|d| {
+            let inner = registry_rel(d)?;
+            Some(
+                inner
+                    .strip_prefix("repositories/")?
+                    .strip_suffix("/_manifests")?
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `blobs/sha256/<xx>/<hex>/data` -> `sha256:<hex>`.
+fn blob_digest(path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["blobs", "sha256", prefix, hex, "data"] if hex.len() == 64 && hex.starts_with(prefix) => {
+            Some(format!("sha256:{hex}"))
+        }
+        _ => None,
+    }
+}
+
+/// `repositories/<repo>/_manifests/tags/<tag>/current/link` -> (repo, tag).
+fn tag_link(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("repositories/")?;
+    let (repo, tail) = rest.split_once("/_manifests/tags/")?;
+    let tag = tail.strip_suffix("/current/link")?;
+    (!tag.contains('/')).then(|| (repo.to_string(), tag.to_string()))
+}
+
+/// A link file's content (a digest), read and verified.
+async fn link_target(repo: &Repository, path: &str, node: &Node) -> Result<String> {
+    let mut bytes = Vec::new();
+    crate::repo::reader::write_file(repo, path, node, None, &mut bytes).await?;
+    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+}
+
+/// Collects the file differences between two directory trees (either may be absent), and
+/// every directory present on each side below the points where they differ.
+fn compare<'a>(
+    repo: &'a Repository,
+    path: String,
+    a: Option<Id>,
+    b: Option<Id>,
+    changes: &'a mut Vec<Change>,
+    dirs: &'a mut (BTreeSet<String>, BTreeSet<String>),
+) -> BoxFuture<'a, Result<()>> {
+    async move {
+        if a == b {
+            return Ok(());
+        }
+        let load = |id: Option<Id>| async move {
+            match id {
+                Some(id) => Ok::<_, crate::Error>(repo.load_tree(&id).await?.nodes),
+                None => Ok(Vec::new()),
+            }
+        };
+        let (nodes_a, nodes_b) = (load(a).await?, load(b).await?);
+        let mut names: BTreeMap<Vec<u8>, (Option<Node>, Option<Node>)> = BTreeMap::new();
+        for node in nodes_a {
+            let name = node.name.0.clone();
+            names.entry(name).or_default().0 = Some(node);
+        }
+        for node in nodes_b {
+            let name = node.name.0.clone();
+            names.entry(name).or_default().1 = Some(node);
+        }
+        for (name, (x, y)) in names {
+            let child = match path.is_empty() {
+                true => String::from_utf8_lossy(&name).into_owned(),
+                false => format!("{path}/{}", String::from_utf8_lossy(&name)),
+            };
+            let is_dir = |n: &Option<Node>| n.as_ref().is_some_and(|n| n.kind == NodeKind::Dir);
+            let sub = |n: &Option<Node>| {
+                n.as_ref()
+                    .filter(|n| n.kind == NodeKind::Dir)
+                    .and_then(|n| n.subtree)
+            };
+            if is_dir(&x) {
+                dirs.0.insert(child.clone());
+            }
+            if is_dir(&y) {
+                dirs.1.insert(child.clone());
+            }
+            if is_dir(&x) || is_dir(&y) {
+                compare(repo, child.clone(), sub(&x), sub(&y), changes, dirs).await?;
+            }
+            let file = |n: Option<Node>| n.filter(|n| n.kind != NodeKind::Dir);
+            let (x, y) = (file(x), file(y));
+            let same = match (&x, &y) {
+                (Some(p), Some(q)) => {
+                    p.kind == q.kind
+                        && p.size == q.size
+                        && p.mode == q.mode
+                        && p.content == q.content
+                        && p.target == q.target
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                changes.push((child, x, y));
+            }
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_paths_are_recognised() {
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            blob_digest(&format!("blobs/sha256/ab/{hex}/data")),
+            Some(format!("sha256:{hex}"))
+        );
+        assert_eq!(blob_digest(&format!("blobs/sha256/cd/{hex}/data")), None);
+        assert_eq!(
+            tag_link("repositories/team/app/_manifests/tags/v2/current/link"),
+            Some(("team/app".into(), "v2".into()))
+        );
+        assert_eq!(
+            tag_link("repositories/app/_manifests/tags/v2/index/sha256/x/link"),
+            None
+        );
+        let dirs: BTreeSet<String> =
+            ["dtr/_data/docker/registry/v2/repositories/team/app/_manifests".to_string()].into();
+        assert_eq!(repositories(&dirs), ["team/app".to_string()].into());
+        assert_eq!(registry_rel("top/xdocker/registry/v2/blobs"), None);
+        assert_eq!(
+            registry_rel("top/docker/registry/v2/blobs/x").as_deref(),
+            Some("blobs/x")
+        );
+    }
+}

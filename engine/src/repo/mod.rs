@@ -1,0 +1,369 @@
+//! A repository on a [`Store`]: opening and creating it, its local cache and index, and the
+//! steps every pipeline shares: the packer that writes packs as they fill, the commit that
+//! writes index files and snapshots in the order FORMAT.md ("Write order") demands, Object
+//! Lock retention, what snapshots reach, the one verified [`reader`] and the tree [`walk`].
+//!
+//! May use: `format`, `gzip` (the reader re-creates gzip content), the `Store` and `KvStore`
+//! traits. Never a pipeline, the registry layout or a concrete backend.
+
+pub mod commit;
+pub mod index;
+pub mod marks;
+pub mod object_lock;
+pub mod packer;
+pub mod reach;
+pub mod reader;
+pub mod walk;
+mod windows;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use stowage_backends::{KvStore, Store};
+
+use crate::error::{Error, Result};
+use crate::format::chunker::{Chunker, ChunkerParams};
+use crate::format::compress::decompress;
+pub use crate::format::config::{Config, FORMAT_VERSION};
+use crate::format::crypto::{KeyFile, Keys, RawKeys};
+use crate::format::id::Id;
+use crate::format::pack::Pack;
+use crate::format::snapshot::{self, Snapshot};
+use crate::format::tree::Tree;
+use index::{Index, Location};
+use windows::{window_for, PackWindows};
+
+/// Parameters of a new repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub host: String,
+    pub gzip: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            host: "localhost".into(),
+            gzip: false,
+        }
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    config: Config,
+    index: Index,
+    tree_windows: PackWindows,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Repository({}, {})",
+            self.store.describe(),
+            self.config.id
+        )
+    }
+}
+
+impl Repository {
+    /// Creates a repository in an empty store, with fresh master keys.
+    pub async fn init(store: &dyn Store, password: &[u8], opts: &InitOptions) -> Result<Config> {
+        let (_, raw) = RawKeys::generate();
+        Self::create(store, password, opts, &raw).await
+    }
+
+    /// Creates a repository in an empty store that shares `source`'s master keys, chunker
+    /// parameters, compression level and gzip setting, so both give the same blob ids and
+    /// chunk boundaries and `copy` moves sealed blobs between them as they are. The key file is new (under
+    /// `password`) and so is the repository id: the two keep separate local caches.
+    pub async fn init_from(
+        store: &dyn Store,
+        password: &[u8],
+        host: &str,
+        source: &Repository,
+    ) -> Result<Config> {
+        let opts = InitOptions {
+            chunker: source.config.chunker,
+            compression_level: source.config.compression_level,
+            host: host.to_string(),
+            gzip: source.config.gzip,
+        };
+        Self::create(store, password, &opts, &source.keys.raw()).await
+    }
+
+    async fn create(
+        store: &dyn Store,
+        password: &[u8],
+        opts: &InitOptions,
+        raw: &RawKeys,
+    ) -> Result<Config> {
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        match store.head("config").await {
+            Ok(_) => return Err(Error::AlreadyExists(store.describe())),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id::random().to_hex(),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            encryption: "aes-256-gcm".into(),
+            created: Utc::now(),
+            gzip: opts.gzip,
+        };
+        let config_bytes = config.to_json();
+        let key_file = KeyFile::wrap(raw, Id::hash_of(&config_bytes), password, &opts.host)?;
+        // The key first: a config without a key would be a repository nobody can open.
+        let key_json = key_file.to_json();
+        store
+            .put(&format!("keys/{}", Id::random()), key_json.into())
+            .await?;
+        store.put("config", config_bytes.into()).await?;
+        Ok(config)
+    }
+
+    async fn read_config(store: &dyn Store) -> Result<(Config, Id)> {
+        let bytes = store.get("config").await.map_err(|e| match e {
+            e if e.is_not_found() => Error::NoRepository {
+                location: store.describe(),
+                detail: "it has no config object".into(),
+            },
+            e => e.into(),
+        })?;
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let version: Version = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt("config", format!("not a stowage config: {e}")))?;
+        if version.version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: Config =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e))?;
+        Ok((config, Id::hash_of(&bytes)))
+    }
+
+    /// Opens a repository with `password`; `cache` gives the local cache for the repository
+    /// id it is called with.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        password: &[u8],
+        cache: impl FnOnce(&str) -> Result<Arc<dyn KvStore>> + Send + 'static,
+    ) -> Result<Self> {
+        let (config, config_hash) = Self::read_config(store.as_ref()).await?;
+        // The local cache opens (RocksDB: tens of ms) while the key is derived.
+        let id = config.id.clone();
+        let cache = tokio::task::spawn_blocking(move || cache(&id));
+        let keys = Self::unlock(store.as_ref(), password, config_hash).await;
+        let cache = cache
+            .await
+            .map_err(|e| Error::Invalid(format!("opening the cache panicked: {e}")))?;
+        let keys = keys?;
+        let index = Index::new(cache?);
+        index.sync(store.as_ref(), &keys).await?;
+        Ok(Repository {
+            store,
+            keys,
+            config,
+            index,
+            tree_windows: PackWindows::default(),
+        })
+    }
+
+    /// The repository's keys, from the first key file the password opens.
+    async fn unlock(store: &dyn Store, password: &[u8], config_hash: Id) -> Result<Keys> {
+        let key_objects = store.list("keys/").await?;
+        let mut mismatch = None;
+        for meta in &key_objects {
+            let bytes = store.get(&meta.key).await?;
+            let file: KeyFile = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(meta.key.clone(), e.to_string()))?;
+            let password = password.to_vec();
+            let opened = tokio::task::spawn_blocking(move || file.unwrap(&password, config_hash))
+                .await
+                .map_err(|e| Error::Invalid(format!("key derivation panicked: {e}")))?;
+            match opened {
+                Ok(Some(keys)) => return Ok(keys),
+                Ok(None) => {}
+                // A key for another config (left by an `init` that failed before writing
+                // its config): not this repository's key; another one may open.
+                Err(e @ Error::Corrupt { .. }) => mismatch = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(mismatch.unwrap_or(Error::WrongPassword {
+            keys: key_objects.len(),
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.keys.chunker_seed())
+    }
+
+    /// Decrypts, decompresses and verifies a blob read from `loc`.
+    pub fn decode_blob(&self, id: &Id, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        let mut plain = Vec::new();
+        self.decode_blob_into(id, loc, sealed, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// [`Repository::decode_blob`] into `plain` (replacing what it held): a restore decodes
+    /// thousands of blobs into one buffer. Uncompressed blobs (gzip layers, most of a
+    /// registry) are opened in place there; a zstd blob still decompresses into a new one.
+    pub fn decode_blob_into(
+        &self,
+        id: &Id,
+        loc: &Location,
+        sealed: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<()> {
+        let what = || format!("blob {id} in pack {}", loc.pack);
+        self.keys.open_into(sealed, what, plain)?;
+        *plain = decompress(
+            loc.entry.compression,
+            std::mem::take(plain),
+            loc.entry.raw_length as usize,
+            what,
+        )?;
+        if self.keys.blob_id(plain) != *id {
+            return Err(Error::corrupt(what(), "content does not match its id"));
+        }
+        Ok(())
+    }
+
+    pub async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        let sealed = self
+            .store
+            .get_range(&Pack::key(&loc.pack), loc.entry.range())
+            .await?;
+        if sealed.len() as u64 != u64::from(loc.entry.length) {
+            return Err(Error::corrupt(
+                format!("pack {}", loc.pack),
+                format!("blob {id} is cut short (pack truncated)"),
+            ));
+        }
+        self.decode_blob(id, &loc, &sealed)
+    }
+
+    /// Loads a tree, reading its pack by aligned windows that later trees are served from.
+    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        let range = loc.entry.range();
+        let key = Pack::key(&loc.pack);
+        let window = window_for(&range);
+        let cell = self.tree_windows.cell(loc.pack, window.start);
+        let read = cell
+            .get_or_try_init(|| self.store.get_range(&key, window.clone()))
+            .await?;
+        let sealed = match windows::slice(read, window.start, &range) {
+            Some(sealed) => sealed,
+            // The kept window was read for a tree ending earlier (trees may straddle a
+            // window boundary), or the pack is cut short: read just this tree.
+            None => self.store.get_range(&key, range.clone()).await?,
+        };
+        if sealed.len() as u64 != range.end - range.start {
+            return Err(Error::corrupt(
+                format!("pack {}", loc.pack),
+                format!("tree {id} is cut short (pack truncated)"),
+            ));
+        }
+        let bytes = self.decode_blob(id, &loc, &sealed)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+    }
+
+    /// Seals `value` as JSON and stores it under `<dir>/<id>`, id = hash of the sealed bytes.
+    pub async fn save_json<T: Serialize>(&self, dir: &str, value: &T) -> Result<Id> {
+        let plain = serde_json::to_vec(value).expect("repository objects serialize");
+        self.save_sealed(dir, &plain).await
+    }
+
+    pub async fn save_sealed(&self, dir: &str, plain: &[u8]) -> Result<Id> {
+        let sealed = self.keys.seal(plain);
+        let id = Id::hash_of(&sealed);
+        self.store
+            .put(&format!("{dir}/{id}"), Bytes::from(sealed))
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn load_json<T: DeserializeOwned>(&self, dir: &str, id: &Id) -> Result<T> {
+        let key = format!("{dir}/{id}");
+        let sealed = self.store.get(&key).await?;
+        if Id::hash_of(&sealed) != *id {
+            return Err(Error::corrupt(key, "content does not match its name"));
+        }
+        let plain = self.keys.open(&sealed, || key.clone())?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key.clone(), e.to_string()))
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let ids: Vec<Id> = self
+            .store
+            .list("snapshots/")
+            .await?
+            .iter()
+            .filter_map(|m| m.key.strip_prefix("snapshots/")?.parse().ok())
+            .collect();
+        let mut snapshots: Vec<(Id, Snapshot)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                match self.load_json("snapshots", &id).await {
+                    Ok(snapshot) => Ok(Some((id, snapshot))),
+                    // Forgotten since the listing.
+                    Err(Error::Store(e)) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await?;
+        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(snapshots)
+    }
+
+    /// The snapshot `spec` names: `latest`, an id, or a unique id prefix.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let all = self.snapshots().await?;
+        snapshot::select(spec, &all).cloned()
+    }
+}
