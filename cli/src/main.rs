@@ -151,8 +151,24 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// The exit status of a failed command (README, "Exit status"): 10 when there is no
+/// repository, 12 for a wrong password, 1 for every other error. The engine's error kind
+/// decides; errors of the CLI's own (a bad option value) are 1.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use stowage_engine::ErrorKind;
+    let kind = e
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<stowage_engine::Error>())
+        .map(stowage_engine::Error::kind);
+    match kind {
+        Some(ErrorKind::NoRepository) => ExitCode::from(10),
+        Some(ErrorKind::WrongPassword) => ExitCode::from(12),
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -9,7 +9,7 @@ use stowage_backends::fs::FsStore;
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::Repository;
 use stowage_nfs::{NfsStore, NfsUrl};
-use stowage_rocksdb::RocksKv;
+use stowage_rocksdb::{OpenError, RocksKv};
 use stowage_s3::{S3Options, S3Store, S3Url};
 
 use crate::progress::Bars;
@@ -158,14 +158,14 @@ impl Context {
                 Ok(kv) => Ok(Arc::new(kv)),
                 // Another stowage process holds the cache (RocksDB allows one writer): work
                 // from a private in-memory cache, rebuilt from the repository's index.
-                Err(e) if e.0.contains("lock") => {
+                Err(OpenError::InUse) => {
                     eprintln!(
                         "note: the cache in {} is in use by another stowage process; using a temporary one",
                         dir.display()
                     );
                     Ok(Arc::new(MemoryKv::new()))
                 }
-                Err(e) => Err(e.into()),
+                Err(OpenError::Failed(e)) => Err(e.into()),
             }
         };
         Ok(Arc::new(Repository::open(store, password, cache).await?))

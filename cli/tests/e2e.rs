@@ -143,7 +143,9 @@ fn nightly_backups_dedup_and_restore_exactly() {
 #[test]
 fn bad_input_gives_clear_errors_and_damage_is_found() {
     let s = Stowage::new();
-    let missing = s.fails(&["snapshots"]);
+    let missing = s.run(&["snapshots"]);
+    assert_eq!(missing.status.code(), Some(10), "no repository: exit 10");
+    let missing = String::from_utf8_lossy(&missing.stderr);
     assert!(missing.contains("no stowage repository"), "{missing}");
 
     let volumes = s.path("volumes");
@@ -158,7 +160,7 @@ fn bad_input_gives_clear_errors_and_damage_is_found() {
         .env("STOWAGE_PASSWORD", "not the password")
         .output()
         .expect("run");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(12), "wrong password: exit 12");
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
 
     let no_source = s.fails(&["backup", s.path("nope").to_str().expect("utf-8")]);

@@ -35,7 +35,7 @@ use crate::format::compress::{compress, decompress, Compression};
 use crate::format::crypto::{test_nonces, KdfParams, KeyFile, Keys};
 use crate::format::id::Id;
 use crate::format::index_file::{decode_index_file, encode_index_file, PackList};
-use crate::format::marks::{Mark, Marks};
+use crate::format::marks::Mark;
 use crate::format::pack::{verified_header, BlobKind, Pack, PackBuilder, PackEntry};
 use crate::format::snapshot::{Snapshot, SourceRef, Summary, TarLayout};
 use crate::format::tree::{Content, GzipContent, InlineBytes, Name, Node, NodeKind, Tree};

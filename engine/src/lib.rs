@@ -41,7 +41,7 @@ mod tar;
 #[cfg(test)]
 mod golden;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::id::Id;
 pub use format::snapshot::{Snapshot, SourceRef, Summary};

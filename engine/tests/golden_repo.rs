@@ -36,14 +36,14 @@ use sha2::{Digest, Sha256};
 use stowage_backends::fs::FsStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::{MemoryKv, Store};
-use stowage_engine::backup::{backup, BackupOptions};
-use stowage_engine::check::check;
-use stowage_engine::chunker::ChunkerParams;
-use stowage_engine::progress::NoProgress;
-use stowage_engine::repo::{InitOptions, Repository};
-use stowage_engine::snapshot::Snapshot;
-use stowage_engine::tar_in::{backup_tar, write_original_tar, TarOptions};
+use stowage_engine::check;
+use stowage_engine::format::chunker::ChunkerParams;
 use stowage_engine::Id;
+use stowage_engine::NoProgress;
+use stowage_engine::Snapshot;
+use stowage_engine::{backup, BackupOptions};
+use stowage_engine::{backup_tar, write_original_tar, TarOptions};
+use stowage_engine::{InitOptions, Repository};
 
 /// The password of the committed repository (also in its README.md).
 const PASSWORD: &[u8] = b"stowage golden v1";

@@ -127,7 +127,7 @@ async fn restore_reproduces_the_volume_exactly() {
         Arc::new(NoProgress),
     )
     .await;
-    assert!(matches!(again, Err(Error::Invalid(m)) if m.contains("already exists")));
+    assert!(matches!(again, Err(Error::Usage(m)) if m.contains("already exists")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

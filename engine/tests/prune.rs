@@ -372,7 +372,7 @@ async fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
     f.store.delete(&lost).await.unwrap();
     let before = (f.packs().await, keys(&f.store, "index/").await);
     match prune_at(&f.repo, 0, hour()).await {
-        Err(Error::Invalid(message)) => assert!(message.contains("run `stowage check`")),
+        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("run `stowage check`")),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!((f.packs().await, keys(&f.store, "index/").await), before);

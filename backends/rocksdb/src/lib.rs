@@ -1,6 +1,8 @@
 //! [`KvStore`] on RocksDB: the engine's local cache, kept under the user's cache directory.
 //! It is only a cache; deleting its directory loses nothing.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use rocksdb::{BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, DB};
@@ -8,11 +10,54 @@ use stowage_backends::kv::{KvError, KvResult, KvStore};
 
 pub struct RocksKv {
     db: DB,
+    /// Held (an exclusive `flock` on `stowage.lock`) while the database is open.
+    _lock: File,
+}
+
+/// Why a cache could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process has the cache open (RocksDB allows one writer).
+    InUse,
+    Failed(KvError),
+}
+
+impl From<KvError> for OpenError {
+    fn from(e: KvError) -> Self {
+        OpenError::Failed(e)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::InUse => f.write_str("in use by another process"),
+            OpenError::Failed(e) => e.fmt(f),
+        }
+    }
 }
 
 impl RocksKv {
-    /// Opens (creating when missing) the cache database in `dir`.
-    pub fn open(dir: &Path) -> KvResult<Self> {
+    /// Opens (creating when missing) the cache database in `dir`. A cache another process
+    /// has open is [`OpenError::InUse`], decided by a lock of our own beside the database
+    /// (not by RocksDB's message).
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let lock_path = dir.join("stowage.lock");
+        let failed = |e: std::io::Error| KvError(format!("{}: {e}", lock_path.display()));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(failed)?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => OpenError::InUse,
+                _ => OpenError::Failed(failed(e)),
+            });
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         // A cache of fixed-size records: small memtables keep the footprint flat.
@@ -31,7 +76,7 @@ impl RocksKv {
         opts.set_block_based_table_factory(&table);
         let db =
             DB::open(&opts, dir).map_err(|e| KvError(format!("opening {}: {e}", dir.display())))?;
-        Ok(Self { db })
+        Ok(Self { db, _lock: lock })
     }
 }
 
@@ -77,6 +122,15 @@ impl KvStore for RocksKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_open_elsewhere_is_in_use_until_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = RocksKv::open(dir.path()).expect("open");
+        assert!(matches!(RocksKv::open(dir.path()), Err(OpenError::InUse)));
+        drop(first);
+        RocksKv::open(dir.path()).expect("open again once closed");
+    }
 
     #[test]
     fn persists_and_scans_by_prefix() {

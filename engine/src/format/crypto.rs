@@ -231,10 +231,10 @@ impl KdfParams {
     /// The wrapping key for `password`: sealing keys only (no id key).
     fn derive(&self, password: &[u8]) -> Result<Keys> {
         if self.algorithm != "argon2id" {
-            return Err(Error::Invalid(format!(
-                "key file uses unknown KDF {:?}",
-                self.algorithm
-            )));
+            return Err(Error::corrupt(
+                "key file",
+                format!("unknown KDF {:?}", self.algorithm),
+            ));
         }
         let salt = B64
             .decode(&self.salt)

@@ -131,8 +131,9 @@ impl PackBuilder {
         start: impl FnOnce() -> Result<Box<dyn Upload>>,
     ) -> Result<()> {
         if self.broken {
-            return Err(Error::Invalid(
-                "an earlier write to this pack failed; the pack is abandoned".into(),
+            return Err(Error::io(
+                "the pack being written",
+                std::io::Error::other("an earlier write to it failed; the pack is abandoned"),
             ));
         }
         let upload = match &mut self.upload {
@@ -188,7 +189,7 @@ impl PackBuilder {
             e.encode(&mut header);
         }
         let sealed = keys.seal(&header);
-        let no_start = || Err(Error::Invalid("pack upload not started".into()));
+        let no_start = || Err(Error::bug("pack upload not started"));
         self.write(&sealed, no_start)?;
         self.write(&(sealed.len() as u32).to_le_bytes(), no_start)?;
         let upload = self

@@ -127,7 +127,7 @@ impl Recipe {
         }
         let encoder = r.bytes().ok_or_else(|| bad("cut short"))?;
         if encoder != ENCODER.as_bytes() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "{what}: gzip recipe made by {:?}, which this build cannot replay (it has {ENCODER})",
                 String::from_utf8_lossy(encoder)
             )));
@@ -727,7 +727,7 @@ mod tests {
         let mut other = bytes.clone();
         other[12] = b'X'; // the encoder's name
         assert!(
-            matches!(Recipe::decode(&other, "r"), Err(Error::Invalid(m)) if m.contains("cannot replay"))
+            matches!(Recipe::decode(&other, "r"), Err(Error::Usage(m)) if m.contains("cannot replay"))
         );
     }
 }

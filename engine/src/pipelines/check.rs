@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::{verified_header, Pack};
 use crate::format::tree::{Node, NodeKind};
@@ -167,7 +167,7 @@ async fn read_all_packs(
                     verify_pack(&repo, &pack, &bytes, &indexed)
                 })
                 .await
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+                .joined("a pack verifier")?;
                 progress.advance(size);
                 Ok::<_, Error>(match verdict {
                     Ok(blobs) => (pack, blobs, None),

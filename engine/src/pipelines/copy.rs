@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::{Pack, PackEntry};
 use crate::format::snapshot::Snapshot;
@@ -285,7 +285,7 @@ async fn transfer(
         Ok(())
     })
     .await
-    .map_err(|e| Error::Invalid(format!("worker panicked: {e}")))?
+    .joined("a copy worker")?
 }
 
 #[cfg(test)]

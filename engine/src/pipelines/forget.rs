@@ -64,10 +64,9 @@ impl Group {
 /// Applies `policy` to every group of `snapshots`.
 pub fn plan(snapshots: &[(Id, Snapshot)], policy: &KeepPolicy) -> Result<Vec<Group>> {
     if policy.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::usage(
             "no keep rule given: forget would remove every snapshot; pass --keep-last, \
-             --keep-daily, ... or --keep-tag"
-                .into(),
+             --keep-daily, ... or --keep-tag",
         ));
     }
     let mut groups: BTreeMap<(String, String), Vec<&(Id, Snapshot)>> = BTreeMap::new();
@@ -93,7 +92,7 @@ pub fn plan(snapshots: &[(Id, Snapshot)], policy: &KeepPolicy) -> Result<Vec<Gro
         .iter()
         .find(|g| g.removed().count() == g.snapshots.len())
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "the policy keeps no snapshot of {} {}; refusing to remove all {} of them",
             group.host,
             group.source,

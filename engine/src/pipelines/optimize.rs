@@ -128,7 +128,7 @@ impl Source for SnapshotSource {
                 crate::registry::blob_digest(&path),
                 |bytes| {
                     tx.send(Chunk::Bytes(bytes.to_vec()))
-                        .map_err(|_| Error::Invalid("the reader went away".into()))
+                        .map_err(|_| Error::bug("the reader went away"))
                 },
             );
             let _ = tx.send(match read {

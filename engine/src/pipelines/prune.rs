@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::index_file::{encode_index_file, PackList, INDEX_FILE_ENTRIES};
 use crate::format::marks::{Mark, Marks};
@@ -166,10 +166,13 @@ fn homes(
     }
     if let Some(lost) = needed.iter().find(|id| !home.contains_key(id)) {
         let count = needed.iter().filter(|id| !home.contains_key(id)).count();
-        return Err(Error::Invalid(format!(
-            "prune stopped before changing anything: snapshots need {count} blob(s) that are \
+        return Err(Error::corrupt(
+            "repository",
+            format!(
+                "prune stopped before changing anything: snapshots need {count} blob(s) that are \
              in no stored pack (e.g. blob {lost}); run `stowage check`"
-        )));
+            ),
+        ));
     }
     Ok(home)
 }
@@ -282,7 +285,7 @@ pub async fn prune(
     progress: Arc<dyn Progress>,
 ) -> Result<PruneReport> {
     if repo.store().retains() && !opts.dry_run {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{} keeps every object under Object Lock retention: prune cannot delete them \
              before it ends (and every backup extends it for what it uses); nothing was changed",
             repo.store().describe()
@@ -300,10 +303,13 @@ pub async fn prune(
     let needed = crate::repo::reach::reachable(&repo, snapshots.iter().map(|(_, s)| s))
         .await
         .map_err(|e| {
-            Error::Invalid(format!(
-                "prune stopped before changing anything: the snapshots' trees cannot all be \
+            Error::corrupt(
+                "repository",
+                format!(
+                    "prune stopped before changing anything: the snapshots' trees cannot all be \
                  read ({e}); run `stowage check`"
-            ))
+                ),
+            )
         })?;
     progress.phase("prune: inventory", None);
     let inventory = Inventory::read(&repo).await?;
@@ -388,7 +394,7 @@ async fn repack(
             Ok::<_, Error>(full)
         })
         .await
-        .map_err(|e| Error::Invalid(format!("repack worker panicked: {e}")))??;
+        .joined("the repack worker")??;
         for full in full {
             packer.submit(Some(full)).await?;
         }

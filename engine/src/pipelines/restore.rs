@@ -13,7 +13,7 @@ use futures::FutureExt;
 use stowage_backends::target::Target;
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::progress::Progress;
@@ -80,7 +80,7 @@ pub async fn restore(
             .exists(&rel)
             .map_err(|e| Error::io(rel.display().to_string(), e))?
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{} already exists in the target; remove it or pass --overwrite",
             rel.display()
         )));
@@ -153,7 +153,7 @@ impl Restorer {
                     let handle = tokio::runtime::Handle::current();
                     tokio::task::spawn_blocking(move || me.restore_file(&handle, &rel, &node))
                         .await
-                        .map_err(|e| Error::Invalid(format!("worker panicked: {e}")))?
+                        .joined("a restore worker")?
                 }
             }
         }
@@ -175,7 +175,7 @@ impl Restorer {
         let target = Arc::clone(&self.target);
         tokio::task::spawn_blocking(move || op(target.as_ref()))
             .await
-            .map_err(|e| Error::Invalid(format!("worker panicked: {e}")))?
+            .joined("a restore worker")?
             .map_err(io_at(rel))
     }
 
@@ -195,10 +195,7 @@ impl Restorer {
         // Wait for every child even after a failure, so no task writes after we return.
         let mut first_error = None;
         for child in children {
-            let result = child
-                .await
-                .map_err(|e| Error::Invalid(format!("task failed: {e}")))
-                .and_then(|r| r);
+            let result = child.await.joined("a restore worker").and_then(|r| r);
             if let (Err(e), None) = (result, &first_error) {
                 first_error = Some(e);
             }

@@ -71,7 +71,7 @@ async fn v2_root(repo: &Repository, snapshot: &Snapshot) -> Result<String> {
             return Ok(path);
         }
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Usage(format!(
         "snapshot of {} holds no registry (no docker/registry/v2)",
         snapshot.name
     )))
@@ -93,7 +93,7 @@ fn blob_path(v2: &str, digest: &str) -> Result<String> {
     let hex = digest
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| Error::Invalid(format!("{digest:?} is not a sha256 digest")))?;
+        .ok_or_else(|| Error::Usage(format!("{digest:?} is not a sha256 digest")))?;
     Ok(format!("{v2}/blobs/sha256/{}/{hex}/data", &hex[..2]))
 }
 
@@ -103,7 +103,7 @@ pub fn normalize(path: &str) -> Result<String> {
     for part in path.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err(Error::Invalid(format!("{path:?}: '..' is not allowed"))),
+            ".." => return Err(Error::Usage(format!("{path:?}: '..' is not allowed"))),
             part => parts.push(part),
         }
     }
@@ -125,7 +125,7 @@ pub async fn registry_selection(
         };
         let manifests = format!("{v2}/repositories/{name}/_manifests");
         if !exists(repo, snapshot, &manifests).await? {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "no repository {name} in the snapshot"
             )));
         }
@@ -146,16 +146,14 @@ pub async fn registry_selection(
             },
         };
         if tags.is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "repository {name} has no tags in the snapshot"
             )));
         }
         for tag in tags {
             let current = format!("{manifests}/tags/{tag}/current/link");
             if !exists(repo, snapshot, &current).await? {
-                return Err(Error::Invalid(format!(
-                    "no tag {name}:{tag} in the snapshot"
-                )));
+                return Err(Error::Usage(format!("no tag {name}:{tag} in the snapshot")));
             }
             let digest = read(repo, snapshot, &current).await?;
             let digest = String::from_utf8_lossy(&digest).trim().to_string();
@@ -185,9 +183,10 @@ async fn add_manifest(
     files: &mut BTreeSet<String>,
 ) -> Result<()> {
     let missing = |digest: &str| {
-        Error::Invalid(format!(
-            "{what} needs blob {digest}, which the snapshot does not hold"
-        ))
+        Error::bad_input(
+            what.to_string(),
+            format!("needs blob {digest}, which the snapshot does not hold"),
+        )
     };
     let mut visited = BTreeSet::new();
     let mut pending = vec![digest.to_string()];
@@ -207,7 +206,10 @@ async fn add_manifest(
         }
         let document: serde_json::Value =
             serde_json::from_slice(&read(repo, snapshot, &blob).await?).map_err(|e| {
-                Error::Invalid(format!("manifest {digest} of {what} is not JSON: {e}"))
+                Error::bad_input(
+                    format!("manifest {digest} of {what}"),
+                    format!("not JSON: {e}"),
+                )
             })?;
         if let Some(children) = document.get("manifests").and_then(|m| m.as_array()) {
             pending.extend(
@@ -264,7 +266,7 @@ async fn add_manifest(
 pub async fn check_path(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<()> {
     match find_opt(repo, snapshot, path).await? {
         Some(_) => Ok(()),
-        None => Err(Error::Invalid(format!(
+        None => Err(Error::Usage(format!(
             "{path}: no such path in the snapshot"
         ))),
     }

@@ -20,7 +20,7 @@ pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Marks> {
             return Ok(marks);
         }
     }
-    Err(Error::Invalid(
+    Err(Error::Conflict(
         "mark files keep changing while being read (several prunes at once?); try again".into(),
     ))
 }

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stowage_backends::{KvStore, Store};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::compress::decompress;
 pub use crate::format::config::{Config, FORMAT_VERSION};
@@ -109,7 +109,7 @@ impl Repository {
         opts: &InitOptions,
         raw: &RawKeys,
     ) -> Result<Config> {
-        opts.chunker.validate().map_err(Error::Invalid)?;
+        opts.chunker.validate().map_err(Error::Usage)?;
         match store.head("config").await {
             Ok(_) => return Err(Error::AlreadyExists(store.describe())),
             Err(e) if e.is_not_found() => {}
@@ -176,9 +176,7 @@ impl Repository {
         let id = config.id.clone();
         let cache = tokio::task::spawn_blocking(move || cache(&id));
         let keys = Self::unlock(store.as_ref(), password, config_hash).await;
-        let cache = cache
-            .await
-            .map_err(|e| Error::Invalid(format!("opening the cache panicked: {e}")))?;
+        let cache = cache.await.joined("opening the cache")?;
         let keys = keys?;
         let index = Index::new(cache?);
         index.sync(store.as_ref(), &keys).await?;
@@ -202,7 +200,7 @@ impl Repository {
             let password = password.to_vec();
             let opened = tokio::task::spawn_blocking(move || file.unwrap(&password, config_hash))
                 .await
-                .map_err(|e| Error::Invalid(format!("key derivation panicked: {e}")))?;
+                .joined("key derivation")?;
             match opened {
                 Ok(Some(keys)) => return Ok(keys),
                 Ok(None) => {}

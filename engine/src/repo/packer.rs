@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::compress::{compress, Compression};
 use crate::format::crypto::SEAL_OVERHEAD;
 use crate::format::id::Id;
@@ -318,10 +318,10 @@ impl Packer {
 
     fn uploader_gone(&self) -> Error {
         let why = lock(&self.failure).clone();
-        Error::Invalid(format!(
-            "storing packs failed: {}",
-            why.as_deref().unwrap_or("the uploader stopped")
-        ))
+        Error::io(
+            "storing packs",
+            std::io::Error::other(why.unwrap_or_else(|| "the uploader stopped".into())),
+        )
     }
 
     /// Stores a blob from async code (trees): small, so sealed on the caller's thread.
@@ -339,7 +339,7 @@ impl Packer {
             self.submit(last.finish(self.repo.keys())?).await?;
         }
         let Ok(packer) = Arc::try_unwrap(self) else {
-            return Err(Error::Invalid("packer finished while still in use".into()));
+            return Err(Error::bug("packer finished while still in use"));
         };
         let uploader = lock(&packer.uploader).take();
         let new_blobs = packer.counters.new_blobs.load(Ordering::Relaxed);
@@ -348,9 +348,7 @@ impl Packer {
         // Closes the channel: the uploader stores what it holds, indexes it and returns.
         drop(packer);
         let uploaded = match uploader {
-            Some(handle) => handle
-                .await
-                .map_err(|e| Error::Invalid(format!("uploader panicked: {e}")))??,
+            Some(handle) => handle.await.joined("the pack uploader")??,
             None => Uploaded::default(),
         };
         relied.extend(uploaded.packs.iter().copied());

@@ -190,7 +190,7 @@ pub(crate) async fn write_file(
     out: &mut dyn Write,
 ) -> Result<u64> {
     if node.kind != NodeKind::File {
-        return Err(Error::Invalid(format!("{path} is not a file")));
+        return Err(Error::Usage(format!("{path} is not a file")));
     }
     let handle = tokio::runtime::Handle::current();
     let read = tokio::task::block_in_place(|| {

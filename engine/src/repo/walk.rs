@@ -59,7 +59,7 @@ pub(crate) fn safe_name(name: &[u8]) -> bool {
 pub async fn find(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<Node> {
     find_opt(repo, snapshot, path)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("{path}: no such entry in the snapshot")))
+        .ok_or_else(|| Error::Usage(format!("{path}: no such entry in the snapshot")))
 }
 
 /// The node at `path`, `None` when there is none; errors only for what went wrong reading.

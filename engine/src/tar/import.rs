@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{Snapshot, SourceRef, Summary, TarLayout};
@@ -47,7 +47,7 @@ impl From<TarError> for Error {
     fn from(e: TarError) -> Self {
         match e {
             TarError::Io(e) => Error::io("the tar stream", e),
-            e => Error::Invalid(e.to_string()),
+            e => Error::bad_input("the tar", e.to_string()),
         }
     }
 }
@@ -68,10 +68,13 @@ pub fn normalize(path: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         match part {
             b"" | b"." => {}
             b".." => {
-                return Err(Error::Invalid(format!(
-                    "tar entry {:?} leaves its directory (..)",
-                    String::from_utf8_lossy(path)
-                )))
+                return Err(Error::bad_input(
+                    "the tar",
+                    format!(
+                        "entry {:?} leaves its directory (..)",
+                        String::from_utf8_lossy(path)
+                    ),
+                ))
             }
             _ => parts.push(part.to_vec()),
         }
@@ -208,21 +211,24 @@ fn ingest(
                     },
                 )
                 .map_err(|e| match e {
-                    Error::Io { cause, .. } => Error::Invalid(format!("{what}: {cause}")),
+                    Error::Io { cause, .. } => Error::bad_input(what.clone(), cause.to_string()),
                     e => e,
                 })?;
         } else if entry.size > 0 {
             // Content of anything else (a device's, say) stays in the skeleton.
             std::io::copy(&mut walker.content(entry.size), &mut skeleton)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+                .map_err(|e| Error::bad_input("the tar", e.to_string()))?;
         }
         skeleton.extend(&walker.padding(entry.size)?)?;
         let Some(path) = path else {
             if content_in_tree && entry.size > 0 {
-                return Err(Error::Invalid(format!(
-                    "a file named {:?} has no usable path",
-                    String::from_utf8_lossy(&entry.path)
-                )));
+                return Err(Error::bad_input(
+                    "the tar",
+                    format!(
+                        "a file named {:?} has no usable path",
+                        String::from_utf8_lossy(&entry.path)
+                    ),
+                ));
             }
             continue;
         };
@@ -233,10 +239,13 @@ fn ingest(
             continue;
         }
         if !seen.insert(path.clone()) {
-            return Err(Error::Invalid(format!(
-                "the tar holds {:?} twice (an appended archive?); such tars are not supported",
-                String::from_utf8_lossy(&entry.path)
-            )));
+            return Err(Error::bad_input(
+                "the tar",
+                format!(
+                    "it holds {:?} twice (an appended archive?); such tars are not supported",
+                    String::from_utf8_lossy(&entry.path)
+                ),
+            ));
         }
         let kind = match entry.kind {
             Kind::Dir => NodeKind::Dir,
@@ -244,7 +253,8 @@ fn ingest(
             _ => NodeKind::File,
         };
         let id_field = |v: u64, what: &str| {
-            u32::try_from(v).map_err(|_| Error::Invalid(format!("{what} {v} is out of range")))
+            u32::try_from(v)
+                .map_err(|_| Error::bad_input("the tar", format!("{what} {v} is out of range")))
         };
         let hard_link = match entry.kind {
             Kind::HardLink => Some(
@@ -253,7 +263,7 @@ fn ingest(
                     .as_deref()
                     .and_then(|l| normalize(l).transpose())
                     .transpose()?
-                    .ok_or_else(|| Error::Invalid("a hard link without a target".into()))?,
+                    .ok_or_else(|| Error::bad_input("the tar", "a hard link without a target"))?,
             ),
             _ => None,
         };
@@ -320,10 +330,13 @@ async fn store_trees(
     for entry in entries.iter_mut() {
         if let (Some(target), 0) = (&entry.hard_link, entry.node.size) {
             let (size, content) = contents.get(target).cloned().ok_or_else(|| {
-                Error::Invalid(format!(
-                    "hard link {:?} points to no earlier file",
-                    String::from_utf8_lossy(&entry.path.join(&b'/'))
-                ))
+                Error::bad_input(
+                    "the tar",
+                    format!(
+                        "hard link {:?} points to no earlier file",
+                        String::from_utf8_lossy(&entry.path.join(&b'/'))
+                    ),
+                )
             })?;
             entry.node.size = size;
             entry.node.content = content;
@@ -377,10 +390,13 @@ async fn store_trees(
             .get(parent)
             .is_some_and(|d| d.children.contains_key(&name[0]))
         {
-            return Err(Error::Invalid(format!(
-                "the tar holds {:?} both as a file and as a directory",
-                String::from_utf8_lossy(&path.join(&b'/'))
-            )));
+            return Err(Error::bad_input(
+                "the tar",
+                format!(
+                    "it holds {:?} both as a file and as a directory",
+                    String::from_utf8_lossy(&path.join(&b'/'))
+                ),
+            ));
         }
     }
     // Deepest first, so every directory's subtree exists before its parent's tree.
@@ -408,7 +424,7 @@ async fn store_trees(
             }
         }
     }
-    let top_node = top_node.ok_or_else(|| Error::Invalid("the tar holds no entries".into()))?;
+    let top_node = top_node.ok_or_else(|| Error::bad_input("the tar", "it holds no entries"))?;
     let root = serde_json::to_vec(&Tree {
         nodes: vec![top_node],
     })
@@ -438,10 +454,13 @@ fn implied_dir(name: &[u8]) -> Node {
 }
 
 fn not_dtr(top: &[u8]) -> Error {
-    Error::Invalid(format!(
-        "not a DTR metadata backup: it should start with dtr-backup-v<version>/, not {:?}",
-        String::from_utf8_lossy(top)
-    ))
+    Error::bad_input(
+        "the tar",
+        format!(
+            "not a DTR metadata backup: it should start with dtr-backup-v<version>/, not {:?}",
+            String::from_utf8_lossy(top)
+        ),
+    )
 }
 
 /// `dtr-backup-v<version>/rethink/<table>/<row>` files counted by table.
@@ -492,7 +511,7 @@ pub async fn backup_tar(
             )
         })
         .await
-        .map_err(|e| Error::Invalid(format!("tar reader panicked: {e}")))??
+        .joined("the tar reader")??
     };
     let (dtr_version, tables) = match opts.dtr_metadata {
         false => (None, None),
@@ -619,7 +638,7 @@ pub async fn write_original_tar(
     progress: Arc<dyn Progress>,
 ) -> Result<u64> {
     let layout = snapshot.tar.clone().ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "snapshot of {} was not made from a tar; use restore --format tar",
             snapshot.source.uri
         ))
@@ -691,7 +710,7 @@ pub async fn write_original_tar(
         Ok(out.bytes)
     })
     .await
-    .map_err(|e| Error::Invalid(format!("tar writer panicked: {e}")))?
+    .joined("the tar writer")?
 }
 
 /// Reads the skeleton's blobs one after the other (bounded memory).

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use tar::{EntryType, Header};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::pipelines::restore::RestoreSummary;
@@ -79,13 +79,15 @@ pub async fn restore_tar(
     let root = snapshot.tree;
     let read = tokio::task::spawn_blocking(move || reader.run(&root));
     let (read, written) = tokio::join!(read, writer);
-    let panicked = |e: tokio::task::JoinError| Error::Invalid(format!("tar worker panicked: {e}"));
-    match (read.map_err(panicked)?, written.map_err(panicked)?) {
+    match (
+        read.joined("the tar reader")?,
+        written.joined("the tar writer")?,
+    ) {
         // The output failed: the reader stopped because nobody took its pieces any more.
         (_, Written::Failed(e)) => Err(e),
         (Err(e), _) => Err(e),
         (Ok(summary), Written::Finished) => Ok(summary),
-        (Ok(_), Written::Aborted) => Err(Error::Invalid("the tar writer stopped early".into())),
+        (Ok(_), Written::Aborted) => Err(Error::bug("the tar writer stopped early")),
     }
 }
 
@@ -210,10 +212,10 @@ impl Reader {
 
 fn send(tx: &SyncSender<Piece>, cancelled: &AtomicBool, piece: Piece) -> Result<()> {
     if cancelled.load(Ordering::Relaxed) {
-        return Err(Error::Invalid("tar restore cancelled".into()));
+        return Err(Error::bug("tar restore cancelled"));
     }
     tx.send(piece)
-        .map_err(|_| Error::Invalid("the tar writer stopped".into()))
+        .map_err(|_| Error::bug("the tar writer stopped"))
 }
 
 /// The headers of the entry for `node` at `rel` (see the module documentation).
@@ -321,9 +323,7 @@ fn write_stream(rx: &Receiver<Piece>, out: Box<dyn Write + Send>) -> Written {
             Ok(Piece::Entry(entry)) => entry,
             Ok(Piece::End) => break builder.finish().map_err(output),
             Ok(Piece::Data(_)) => {
-                break Err(Written::Failed(Error::Invalid(
-                    "tar content without an entry".into(),
-                )))
+                break Err(Written::Failed(Error::bug("tar content without an entry")))
             }
             Err(_) => {
                 // Between entries GNU tar would take the end of the stream for the end of

@@ -14,7 +14,7 @@ use stowage_backends::source::{EntryKind, EntryMeta, Source};
 use tokio::sync::Semaphore;
 
 use super::BackupOptions;
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Content, GzipContent, InlineBytes, Node, NodeKind, Tree, INLINE_MAX};
@@ -80,7 +80,7 @@ fn display(rel: &Path) -> String {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Invalid(format!("worker panicked: {e}")))?
+        .joined("a backup worker")?
 }
 
 impl Archiver {
@@ -132,7 +132,7 @@ impl Archiver {
                         .collect::<Vec<_>>()
                 })
                 .await;
-                listed.map_err(|e| Error::Invalid(format!("worker panicked: {e}")))
+                listed.joined("a listing worker")
             }));
         }
         let mut listings = Vec::new();
@@ -140,7 +140,7 @@ impl Archiver {
             match batch.await {
                 Ok(Ok(listed)) => listings.extend(listed),
                 Ok(Err(e)) => listings.push(Err(e)),
-                Err(e) => listings.push(Err(Error::Invalid(format!("task failed: {e}")))),
+                Err(e) => listings.push(Err(e).joined("a listing worker")),
             }
         }
         listings
@@ -217,9 +217,7 @@ impl Archiver {
             for child in children {
                 let node = match child {
                     Child::Ready(node) => Ok(node),
-                    Child::Task(task) => task
-                        .await
-                        .map_err(|e| Error::Invalid(format!("task failed: {e}")))?,
+                    Child::Task(task) => task.await.joined("a backup worker")?,
                 };
                 match node {
                     Ok(node) => nodes.push(node),

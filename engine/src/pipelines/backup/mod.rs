@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use stowage_backends::source::Source;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{Snapshot, SourceRef, Summary};
@@ -87,7 +87,7 @@ pub async fn backup(
         let reader = Arc::clone(&source);
         tokio::task::spawn_blocking(move || reader.root())
             .await
-            .map_err(|e| Error::Invalid(e.to_string()))?
+            .joined("reading the source's root")?
             .map_err(|e| Error::io(source.uri(), e))?
     };
     let name = String::from_utf8_lossy(&root.name).into_owned();
