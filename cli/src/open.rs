@@ -1,4 +1,7 @@
-//! From command-line options to an open repository: the store, the password, the cache.
+//! From command-line options to open things: the one home for location -> backend
+//! ([`Context::open_store`], [`Context::create_store`], [`Context::open_source`],
+//! [`Context::open_target`]), used by every command, and the repository with its password and
+//! cache ([`Context::open`]).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -6,11 +9,13 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use stowage_backends::fs::FsStore;
+use stowage_backends::source::{FsSource, Source};
+use stowage_backends::target::{FsTarget, Target};
 use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::Repository;
-use stowage_nfs::{NfsStore, NfsUrl};
+use stowage_nfs::{NfsSource, NfsStore, NfsTarget, NfsUrl};
 use stowage_rocksdb::{OpenError, RocksKv};
-use stowage_s3::{S3Options, S3Store, S3Url};
+use stowage_s3::{S3Options, S3Source, S3Store, S3Target, S3Url};
 
 use crate::progress::Bars;
 use crate::Cli;
@@ -79,10 +84,11 @@ impl Context {
 
     /// The store of an existing repository.
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        self.store_at(self.repo_location()?).await
+        self.open_store(self.repo_location()?).await
     }
 
-    pub async fn store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
+    /// The store at `location`, which must exist.
+    pub async fn open_store(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
         // A missing directory or export path: no repository there (yet).
         let missing = |e: std::io::Error, detail: &str| -> anyhow::Error {
             match e.kind() {
@@ -108,7 +114,7 @@ impl Context {
     }
 
     /// The store for a new repository (a directory is created; a bucket must exist).
-    pub async fn new_store_at(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
+    pub async fn create_store(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
         match Location::parse(location)? {
             Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
             Location::Nfs(url) => Ok(Arc::new(
@@ -120,6 +126,46 @@ impl Context {
                 FsStore::create(&path).with_context(|| format!("creating {location}"))?,
             )),
         }
+    }
+
+    /// What a backup reads: a directory, a registry in a bucket (the s3 driver's settings) or
+    /// a path on an NFS server.
+    pub async fn open_source(&self, location: &str) -> anyhow::Result<Arc<dyn Source>> {
+        let context = || format!("cannot back up {location}");
+        Ok(match Location::parse(location)? {
+            Location::Dir(path) => Arc::new(FsSource::new(&path).with_context(context)?),
+            Location::S3(url) => {
+                Arc::new(S3Source::open(url, &self.s3).await.with_context(context)?)
+            }
+            Location::Nfs(url) => Arc::new(NfsSource::open(&url).await.with_context(context)?),
+        })
+    }
+
+    /// Where a restore writes, and how to name the restored directory `name` there.
+    pub async fn open_target(
+        &self,
+        location: &str,
+        name: &str,
+    ) -> anyhow::Result<(Arc<dyn Target>, String)> {
+        let context = || format!("target {location}");
+        Ok(match Location::parse(location)? {
+            Location::Dir(dir) => (
+                Arc::new(FsTarget::new(&dir).with_context(context)?),
+                dir.join(name).display().to_string(),
+            ),
+            Location::S3(url) => (
+                Arc::new(
+                    S3Target::open(url.clone(), &self.s3)
+                        .await
+                        .with_context(context)?,
+                ),
+                url.to_string(),
+            ),
+            Location::Nfs(url) => (
+                Arc::new(NfsTarget::open(&url).await.with_context(context)?),
+                url.to_string(),
+            ),
+        })
     }
 
     /// The password: `--password-file`, `STOWAGE_PASSWORD`, or a prompt on a terminal.
@@ -140,11 +186,11 @@ impl Context {
     pub async fn open(&self) -> anyhow::Result<Arc<Repository>> {
         let store = self.store().await?;
         let password = self.password(false)?;
-        self.open_store(store, &password).await
+        self.open_repository(store, &password).await
     }
 
     /// Opens the repository in `store` with its local cache.
-    pub async fn open_store(
+    pub async fn open_repository(
         &self,
         store: Arc<dyn Store>,
         password: &[u8],

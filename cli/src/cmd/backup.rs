@@ -1,18 +1,15 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use stowage_backends::source::{FsSource, Source};
+use stowage_backends::source::Source;
 use stowage_engine::Id;
 use stowage_engine::Repository;
 use stowage_engine::Snapshot;
 use stowage_engine::{backup, BackupOptions};
 
 use super::{human_bytes, print_json};
-use stowage_nfs::NfsSource;
-use stowage_s3::S3Source;
 
-use crate::open::{hostname, Context, Location};
+use crate::open::{hostname, Context};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,21 +52,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let source: Arc<dyn Source> = match Location::parse(&args.source)? {
-        Location::Dir(path) => Arc::new(
-            FsSource::new(&path).with_context(|| format!("cannot back up {}", path.display()))?,
-        ),
-        Location::S3(url) => Arc::new(
-            S3Source::open(url, &ctx.s3)
-                .await
-                .with_context(|| format!("cannot back up {}", args.source))?,
-        ),
-        Location::Nfs(url) => Arc::new(
-            NfsSource::open(&url)
-                .await
-                .with_context(|| format!("cannot back up {}", args.source))?,
-        ),
-    };
+    let source = ctx.open_source(&args.source).await?;
     let opts = BackupOptions {
         host: args.host.unwrap_or_else(hostname),
         tags: args.tags,

@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 pub async fn bench_store_at(ctx: &Context, location: &str) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match location {
         "memory://" | "memory" => Arc::new(MemoryStore::new()),
-        _ => ctx.new_store_at(location).await?,
+        _ => ctx.create_store(location).await?,
     };
     if store.retains() {
         bail!(

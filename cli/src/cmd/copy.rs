@@ -31,7 +31,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let password = ctx.password(false)?;
-    let src = ctx.open_store(ctx.store().await?, &password).await?;
+    let src = ctx.open_repository(ctx.store().await?, &password).await?;
     let selection = match args.snapshots.is_empty() {
         true => src.snapshots().await?,
         false => {
@@ -54,8 +54,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     // A dry run creates nothing, not even the destination's directory.
     let dst_store = match args.dry_run {
-        false => Some(ctx.new_store_at(&args.to).await?),
-        true => match ctx.store_at(&args.to).await {
+        false => Some(ctx.create_store(&args.to).await?),
+        true => match ctx.open_store(&args.to).await {
             Ok(store) => Some(store),
             Err(e) if matches!(e.downcast_ref(), Some(Error::NoRepository { .. })) => None,
             Err(e) => return Err(e),
@@ -94,7 +94,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             store
         }
     };
-    let dst = ctx.open_store(dst_store, &dst_password).await?;
+    let dst = ctx.open_repository(dst_store, &dst_password).await?;
     if args.dry_run {
         let plan = plan(&src, &dst, selection).await?;
         println!(

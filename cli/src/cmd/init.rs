@@ -30,7 +30,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let password = ctx.password(true)?;
-    let store = ctx.new_store_at(ctx.repo_location()?).await?;
+    let store = ctx.create_store(ctx.repo_location()?).await?;
     let opts = InitOptions {
         chunker: {
             let default = match args.gzip {

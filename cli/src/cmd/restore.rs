@@ -1,16 +1,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use stowage_backends::target::{FsTarget, Target};
 use stowage_engine::{check_path, normalize_path as normalize, registry_selection, Selection};
 use stowage_engine::{restore, RestoreOptions, RestoreSummary};
 
 use super::{human_bytes, print_json};
-use stowage_nfs::NfsTarget;
-use stowage_s3::S3Target;
 
-use crate::open::{Context, Location};
+use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,28 +50,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let Some(target) = &args.target else {
         return restore_as_tar(ctx, repo, id, snapshot, args).await;
     };
-    let (target, place): (Arc<dyn Target>, String) = match Location::parse(target)? {
-        Location::Dir(dir) => (
-            Arc::new(FsTarget::new(&dir).with_context(|| format!("target {}", dir.display()))?),
-            dir.join(&snapshot.name).display().to_string(),
-        ),
-        Location::S3(url) => (
-            Arc::new(
-                S3Target::open(url.clone(), &ctx.s3)
-                    .await
-                    .with_context(|| format!("target {url}"))?,
-            ),
-            url.to_string(),
-        ),
-        Location::Nfs(url) => (
-            Arc::new(
-                NfsTarget::open(&url)
-                    .await
-                    .with_context(|| format!("target {url}"))?,
-            ),
-            url.to_string(),
-        ),
-    };
+    let (target, place) = ctx.open_target(target, &snapshot.name).await?;
     let bars = ctx.bars();
     let opts = RestoreOptions {
         overwrite: args.overwrite,
