@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::registry::layout::{v2_relative, V2Path};
 use crate::repo::Repository;
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
     let mut tags: BTreeMap<(String, String), (Option<String>, Option<String>)> = BTreeMap::new();
     let (mut removed, mut added) = (BTreeMap::new(), BTreeMap::new());
     for (path, before, after) in changes {
-        let Some(registry_path) = registry_rel(&path) else {
+        let Some(registry_path) = v2_relative(&path) else {
             match (&before, &after) {
                 (None, Some(_)) => diff.paths_added.push(path),
                 (Some(_), None) => diff.paths_removed.push(path),
@@ -80,10 +81,9 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
             }
             continue;
         };
-        if let (Some(digest), true) = (
-            blob_digest(&registry_path),
-            before.is_none() || after.is_none(),
-        ) {
+        let what = V2Path::parse(&registry_path);
+        if let (V2Path::BlobData(digest), true) = (&what, before.is_none() || after.is_none()) {
+            let digest = digest.to_string();
             if let Some(node) = &before {
                 removed.insert(digest.clone(), node.size);
             }
@@ -93,11 +93,10 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
             continue;
         }
         let is_file = |n: &Option<Node>| n.as_ref().is_none_or(|n| n.kind == NodeKind::File);
-        if let (Some(key), true) = (
-            tag_link(&registry_path),
-            is_file(&before) && is_file(&after),
-        ) {
-            let entry = tags.entry(key).or_default();
+        if let (V2Path::TagCurrent { repository, tag }, true) =
+            (what, is_file(&before) && is_file(&after))
+        {
+            let entry = tags.entry((repository, tag)).or_default();
             if let Some(node) = &before {
                 entry.0 = Some(link_target(repo, &path, node).await?);
             }
@@ -136,47 +135,14 @@ pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff>
     Ok(diff)
 }
 
-/// The part of `path` inside the registry's `docker/registry/v2` tree, if it is in one.
-fn registry_rel(path: &str) -> Option<String> {
-    let parts: Vec<&str> = path.split('/').collect();
-    let at = parts
-        .windows(3)
-        .position(|w| w == ["docker", "registry", "v2"])?;
-    Some(parts[at + 3..].join("/"))
-}
-
 /// Repositories: the directories holding `_manifests` among `dirs`.
 fn repositories(dirs: &BTreeSet<String>) -> BTreeSet<String> {
     dirs.iter()
-        .filter_map(|d| {
-            let inner = registry_rel(d)?;
-            Some(
-                inner
-                    .strip_prefix("repositories/")?
-                    .strip_suffix("/_manifests")?
-                    .to_string(),
-            )
+        .filter_map(|d| match V2Path::parse(&v2_relative(d)?) {
+            V2Path::Manifests { repository } => Some(repository),
+            _ => None,
         })
         .collect()
-}
-
-/// `blobs/sha256/<xx>/<hex>/data` -> `sha256:<hex>`.
-fn blob_digest(path: &str) -> Option<String> {
-    let parts: Vec<&str> = path.split('/').collect();
-    match parts.as_slice() {
-        ["blobs", "sha256", prefix, hex, "data"] if hex.len() == 64 && hex.starts_with(prefix) => {
-            Some(format!("sha256:{hex}"))
-        }
-        _ => None,
-    }
-}
-
-/// `repositories/<repo>/_manifests/tags/<tag>/current/link` -> (repo, tag).
-fn tag_link(path: &str) -> Option<(String, String)> {
-    let rest = path.strip_prefix("repositories/")?;
-    let (repo, tail) = rest.split_once("/_manifests/tags/")?;
-    let tag = tail.strip_suffix("/current/link")?;
-    (!tag.contains('/')).then(|| (repo.to_string(), tag.to_string()))
 }
 
 /// A link file's content (a digest), read and verified.
@@ -263,28 +229,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_paths_are_recognised() {
-        let hex = "ab".repeat(32);
-        assert_eq!(
-            blob_digest(&format!("blobs/sha256/ab/{hex}/data")),
-            Some(format!("sha256:{hex}"))
-        );
-        assert_eq!(blob_digest(&format!("blobs/sha256/cd/{hex}/data")), None);
-        assert_eq!(
-            tag_link("repositories/team/app/_manifests/tags/v2/current/link"),
-            Some(("team/app".into(), "v2".into()))
-        );
-        assert_eq!(
-            tag_link("repositories/app/_manifests/tags/v2/index/sha256/x/link"),
-            None
-        );
-        let dirs: BTreeSet<String> =
-            ["dtr/_data/docker/registry/v2/repositories/team/app/_manifests".to_string()].into();
+    fn repositories_are_the_directories_holding_manifests() {
+        let dirs: BTreeSet<String> = [
+            "dtr/_data/docker/registry/v2/repositories/team/app/_manifests".to_string(),
+            "dtr/_data/docker/registry/v2/repositories/team/app/_layers".to_string(),
+        ]
+        .into();
         assert_eq!(repositories(&dirs), ["team/app".to_string()].into());
-        assert_eq!(registry_rel("top/xdocker/registry/v2/blobs"), None);
-        assert_eq!(
-            registry_rel("top/docker/registry/v2/blobs/x").as_deref(),
-            Some("blobs/x")
-        );
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
+use crate::registry::layout::{blob_data, Digest, RepositoryPaths, V2_ROOTS};
 use crate::repo::reader::write_file;
 use crate::repo::walk::{find, find_opt};
 use crate::repo::Repository;
@@ -65,7 +66,7 @@ impl Selection {
 
 /// Where the registry's `v2` tree is in the snapshot (a volume keeps it under `_data`).
 async fn v2_root(repo: &Repository, snapshot: &Snapshot) -> Result<String> {
-    for candidate in ["_data/docker/registry/v2", "docker/registry/v2"] {
+    for candidate in V2_ROOTS {
         let path = format!("{}/{candidate}", snapshot.name);
         if find_opt(repo, snapshot, &path).await?.is_some() {
             return Ok(path);
@@ -89,12 +90,8 @@ async fn exists(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<bo
     Ok(find_opt(repo, snapshot, path).await?.is_some())
 }
 
-fn blob_path(v2: &str, digest: &str) -> Result<String> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| Error::Usage(format!("{digest:?} is not a sha256 digest")))?;
-    Ok(format!("{v2}/blobs/sha256/{}/{hex}/data", &hex[..2]))
+fn digest(text: &str) -> Result<Digest> {
+    Digest::parse(text).ok_or_else(|| Error::Usage(format!("{text:?} is not a sha256 digest")))
 }
 
 /// `team//app/` -> `team/app`; `..` is refused.
@@ -123,15 +120,15 @@ pub async fn registry_selection(
             Some((name, tag)) => (normalize(name)?, Some(tag)),
             None => (normalize(include)?, None),
         };
-        let manifests = format!("{v2}/repositories/{name}/_manifests");
-        if !exists(repo, snapshot, &manifests).await? {
+        let paths = RepositoryPaths::new(&v2, &name);
+        if !exists(repo, snapshot, &paths.manifests()).await? {
             return Err(Error::Usage(format!(
                 "no repository {name} in the snapshot"
             )));
         }
         let tags = match tag {
             Some(tag) => vec![tag.to_string()],
-            None => match find_opt(repo, snapshot, &format!("{manifests}/tags")).await? {
+            None => match find_opt(repo, snapshot, &paths.tags()).await? {
                 Some(dir) => match dir.subtree.filter(|_| dir.kind == NodeKind::Dir) {
                     Some(id) => repo
                         .load_tree(&id)
@@ -151,20 +148,19 @@ pub async fn registry_selection(
             )));
         }
         for tag in tags {
-            let current = format!("{manifests}/tags/{tag}/current/link");
+            let current = paths.tag_current(&tag);
             if !exists(repo, snapshot, &current).await? {
                 return Err(Error::Usage(format!("no tag {name}:{tag} in the snapshot")));
             }
-            let digest = read(repo, snapshot, &current).await?;
-            let digest = String::from_utf8_lossy(&digest).trim().to_string();
+            let link = read(repo, snapshot, &current).await?;
+            let digest = digest(String::from_utf8_lossy(&link).trim())?;
             files.insert(current);
-            let hex = digest.trim_start_matches("sha256:");
-            let index = format!("{manifests}/tags/{tag}/index/sha256/{hex}/link");
+            let index = paths.tag_index(&tag, &digest);
             if exists(repo, snapshot, &index).await? {
                 files.insert(index);
             }
             let what = format!("{name}:{tag}");
-            add_manifest(repo, snapshot, &v2, &name, &what, &digest, &mut files).await?;
+            add_manifest(repo, snapshot, &v2, &paths, &what, digest, &mut files).await?;
         }
     }
     Ok(files)
@@ -177,30 +173,29 @@ async fn add_manifest(
     repo: &Repository,
     snapshot: &Snapshot,
     v2: &str,
-    name: &str,
+    paths: &RepositoryPaths<'_>,
     what: &str,
-    digest: &str,
+    digest: Digest,
     files: &mut BTreeSet<String>,
 ) -> Result<()> {
-    let missing = |digest: &str| {
+    let missing = |digest: &Digest| {
         Error::bad_input(
             what.to_string(),
             format!("needs blob {digest}, which the snapshot does not hold"),
         )
     };
     let mut visited = BTreeSet::new();
-    let mut pending = vec![digest.to_string()];
+    let mut pending = vec![digest];
     while let Some(digest) = pending.pop() {
         if !visited.insert(digest.clone()) {
             continue;
         }
-        let hex = digest.trim_start_matches("sha256:").to_string();
-        let blob = blob_path(v2, &digest)?;
+        let blob = blob_data(v2, &digest);
         if !exists(repo, snapshot, &blob).await? {
             return Err(missing(&digest));
         }
         files.insert(blob.clone());
-        let revision = format!("{v2}/repositories/{name}/_manifests/revisions/sha256/{hex}/link");
+        let revision = paths.revision(&digest);
         if exists(repo, snapshot, &revision).await? {
             files.insert(revision);
         }
@@ -212,15 +207,13 @@ async fn add_manifest(
                 )
             })?;
         if let Some(children) = document.get("manifests").and_then(|m| m.as_array()) {
-            pending.extend(
-                children
-                    .iter()
-                    .filter_map(|c| c["digest"].as_str().map(str::to_string)),
-            );
+            for child in children.iter().filter_map(|c| c["digest"].as_str()) {
+                pending.push(self::digest(child)?);
+            }
             continue;
         }
         // Image manifests (Docker schema 2, OCI): config and layers. Schema 1: fsLayers.
-        let mut referenced: Vec<(String, bool)> = Vec::new();
+        let mut referenced: Vec<(Digest, bool)> = Vec::new();
         let descriptors = document.get("config").into_iter().chain(
             document
                 .get("layers")
@@ -230,7 +223,7 @@ async fn add_manifest(
         );
         for d in descriptors {
             if let Some(digest) = d["digest"].as_str() {
-                referenced.push((digest.to_string(), d.get("urls").is_some()));
+                referenced.push((self::digest(digest)?, d.get("urls").is_some()));
             }
         }
         for layer in document
@@ -240,11 +233,11 @@ async fn add_manifest(
             .flatten()
         {
             if let Some(digest) = layer["blobSum"].as_str() {
-                referenced.push((digest.to_string(), false));
+                referenced.push((self::digest(digest)?, false));
             }
         }
         for (digest, foreign) in referenced {
-            let blob = blob_path(v2, &digest)?;
+            let blob = blob_data(v2, &digest);
             match (exists(repo, snapshot, &blob).await?, foreign) {
                 (true, _) => {
                     files.insert(blob);
@@ -252,8 +245,7 @@ async fn add_manifest(
                 (false, true) => continue,
                 (false, false) => return Err(missing(&digest)),
             }
-            let hex = digest.trim_start_matches("sha256:");
-            let link = format!("{v2}/repositories/{name}/_layers/sha256/{hex}/link");
+            let link = paths.layer(&digest);
             if exists(repo, snapshot, &link).await? {
                 files.insert(link);
             }
