@@ -61,7 +61,8 @@ pub use pipelines::restore::{restore, RestoreOptions, RestoreSummary};
 pub use pipelines::stats::{stats, RepoStats};
 pub use registry::diff::{diff, BlobChange, Diff, TagChange};
 pub use registry::select::{check_path, registry_selection, Selection};
-pub use tar::import::{backup_tar, write_original_tar, TarOptions};
+pub use tar::import::{backup_tar, TarOptions};
+pub use tar::original::write_original_tar;
 pub use tar::volume::restore_tar;
 
 /// Which snapshots a keep policy keeps, and removing the others (`stowage forget`).
