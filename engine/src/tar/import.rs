@@ -14,7 +14,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::normalize;
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{Snapshot, SourceRef, Summary, TarLayout};
@@ -22,6 +22,7 @@ use crate::format::tree::{Content, Name, Node, NodeKind, Tree};
 use crate::progress::Progress;
 use crate::repo::packer::Packer;
 use crate::repo::Repository;
+use crate::runtime;
 use crate::tar::walk::{Item, Kind, TarWalker};
 
 #[derive(Debug, Clone)]
@@ -466,7 +467,7 @@ pub async fn backup_tar(
             Arc::clone(&progress),
             Arc::clone(&bytes_in),
         );
-        tokio::task::spawn_blocking(move || {
+        runtime::blocking("the tar reader", move || {
             ingest(
                 &repo,
                 &packer,
@@ -476,8 +477,7 @@ pub async fn backup_tar(
                 &bytes_in,
             )
         })
-        .await
-        .joined("the tar reader")??
+        .await??
     };
     let (dtr_version, tables) = match opts.dtr_metadata {
         false => (None, None),
@@ -583,7 +583,7 @@ mod tests {
         let packer = Packer::start(Arc::clone(&repo), 16 << 20);
         let ids = {
             let (repo, packer) = (Arc::clone(&repo), Arc::clone(&packer));
-            tokio::task::spawn_blocking(move || {
+            runtime::blocking("the test sink", move || {
                 let mut sink = SkeletonSink {
                     repo: &repo,
                     packer: &packer,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::normalize;
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::progress::Progress;
 use crate::repo::reader::read_content;
 use crate::repo::Repository;
+use crate::runtime;
 use crate::tar::walk::{Item, Kind, TarWalker};
 
 /// Every file of the snapshot's tree by its path in the tar (the added top left out).
@@ -76,8 +77,8 @@ pub async fn write_original_tar(
     })?;
     let files = files_by_path(&repo, snapshot, layout.added_top).await?;
     progress.phase("restore", Some(layout.size));
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let handle = runtime::handle();
+    runtime::blocking("the tar writer", move || {
         let mut out = HashingWriter {
             inner: out,
             sha: Sha256::new(),
@@ -140,8 +141,7 @@ pub async fn write_original_tar(
         }
         Ok(out.bytes)
     })
-    .await
-    .joined("the tar writer")?
+    .await?
 }
 
 /// Reads the skeleton's blobs one after the other (bounded memory).
@@ -162,9 +162,7 @@ impl Read for SkeletonReader<'_> {
             let Some(id) = self.ids.next() else {
                 return Ok(0);
             };
-            let blob = self
-                .handle
-                .block_on(self.repo.read_blob(id))
+            let blob = runtime::wait(self.handle, self.repo.read_blob(id))
                 .map_err(std::io::Error::other)?;
             self.current = std::io::Cursor::new(blob);
         }

@@ -9,6 +9,7 @@ use stowage_backends::source::{EntryKind, EntryMeta, Source};
 
 use super::{display, Archiver};
 use crate::error::{Error, Joined, Result};
+use crate::runtime;
 
 impl Archiver {
     /// Lists the directories `dirs` and, depth first, as much below them as a task's budget
@@ -26,15 +27,14 @@ impl Archiver {
             let budget = self.opts.listing_budget;
             batches.push(tokio::spawn(async move {
                 let _slot = slots.acquire().await.expect("semaphore open");
-                let listed = tokio::task::spawn_blocking(move || {
+                runtime::blocking("a listing worker", move || {
                     let mut budget = budget;
                     batch
                         .iter()
                         .map(|at| list_tree(source.as_ref(), at, &mut budget, 0))
                         .collect::<Vec<_>>()
                 })
-                .await;
-                listed.joined("a listing worker")
+                .await
             }));
         }
         let mut listings = Vec::new();

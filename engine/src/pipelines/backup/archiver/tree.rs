@@ -15,17 +15,12 @@ use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Node, NodeKind, Tree};
+use crate::runtime;
 
 /// A directory entry's node: known at once (unchanged files, symlinks) or being made.
 enum Child {
     Ready(Node),
     Task(tokio::task::JoinHandle<Result<Node>>),
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .joined("a backup worker")?
 }
 
 impl Archiver {
@@ -80,7 +75,11 @@ impl Archiver {
                             .await
                             .expect("semaphore open");
                         children.push(Child::Task(tokio::spawn(async move {
-                            let node = blocking(move || me.read_file(&child_rel, &entry)).await;
+                            let node = runtime::blocking("a backup worker", move || {
+                                me.read_file(&child_rel, &entry)
+                            })
+                            .await
+                            .and_then(|node| node);
                             drop(slot);
                             node
                         })));
