@@ -157,8 +157,8 @@ impl From<std::io::Error> for Error {
     }
 }
 
-/// The one helper for joined tasks (`spawn_blocking`, `spawn`): a task that panicked or was
-/// cancelled is a bug, named by what it was doing.
+/// The one helper for joined tasks (blocking ones through `runtime::blocking`, and `spawn`):
+/// a task that panicked or was cancelled is a bug, named by what it was doing.
 pub trait Joined<T> {
     fn joined(self, what: &str) -> Result<T>;
 }

@@ -6,7 +6,8 @@
 //! # Layers
 //!
 //! Each folder depends only on the ones above it in this list; its `mod.rs` says what lives
-//! there and what it may use.
+//! there and what it may use. Beside them, any of them may use `error`, `progress` and
+//! `runtime` (the one crossing between async and blocking code, see below).
 //!
 //! | folder | what lives there |
 //! |---|---|
@@ -21,12 +22,14 @@
 //!
 //! The engine runs on tokio's multi-threaded runtime. A [`stowage_backends::Store`] is
 //! async and is awaited from async code. A `Source`, a `Target` and the local cache
-//! ([`stowage_backends::KvStore`]) block: they are called from blocking threads
-//! (`spawn_blocking`, or a thread a pipeline owns), never awaited. Where blocking code must
-//! read from the store (the verified reader under a restore or a tar stream), it goes through
-//! a runtime handle ([`stowage_backends::block_on`]); CPU work (chunking, sealing,
-//! compression, gzip re-creation) runs on blocking threads too. A joined task that panicked
-//! is an [`Error::Bug`], through [`error::joined`].
+//! ([`stowage_backends::KvStore`]) block: they are called from blocking threads (a task
+//! handed over with `runtime::blocking`, or a thread a pipeline owns), never awaited. Where
+//! blocking code must read from the store (the verified reader under a restore or a tar
+//! stream), it waits on a runtime handle taken in async code (`runtime::handle`,
+//! `runtime::wait`); CPU work (chunking, sealing, compression, gzip re-creation) runs on
+//! blocking threads too. Every crossing goes through `runtime.rs`, and nowhere else: a
+//! blocking task that panicked is an [`Error::Bug`] named by what it was doing, through
+//! [`error::Joined`].
 
 pub mod error;
 pub mod format;
@@ -35,6 +38,7 @@ mod pipelines;
 mod progress;
 mod registry;
 mod repo;
+mod runtime;
 mod tar;
 
 /// Golden format tests: FORMAT.md version 1 pinned byte for byte.
@@ -61,7 +65,8 @@ pub use pipelines::restore::{restore, RestoreOptions, RestoreSummary};
 pub use pipelines::stats::{stats, RepoStats};
 pub use registry::diff::{diff, BlobChange, Diff, TagChange};
 pub use registry::select::{check_path, registry_selection, Selection};
-pub use tar::import::{backup_tar, write_original_tar, TarOptions};
+pub use tar::import::{backup_tar, TarOptions};
+pub use tar::original::write_original_tar;
 pub use tar::volume::restore_tar;
 
 /// Which snapshots a keep policy keeps, and removing the others (`stowage forget`).

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack::{verified_header, Pack};
 use crate::format::tree::{Node, NodeKind};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::runtime;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct DamagedPack {
@@ -163,11 +164,10 @@ async fn read_all_packs(
                 .collect();
             async move {
                 let bytes = repo.store().get(&Pack::key(&pack)).await?;
-                let verdict = tokio::task::spawn_blocking(move || {
+                let verdict = runtime::blocking("a pack verifier", move || {
                     verify_pack(&repo, &pack, &bytes, &indexed)
                 })
-                .await
-                .joined("a pack verifier")?;
+                .await?;
                 progress.advance(size);
                 Ok::<_, Error>(match verdict {
                     Ok(blobs) => (pack, blobs, None),

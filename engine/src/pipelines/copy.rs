@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack::{Pack, PackEntry};
 use crate::format::snapshot::Snapshot;
@@ -21,6 +21,7 @@ use crate::progress::Progress;
 use crate::repo::index::Location;
 use crate::repo::packer::Packer;
 use crate::repo::Repository;
+use crate::runtime;
 
 /// Blobs of one pack closer than this are fetched in one read, the gap read over.
 const MAX_GAP: u64 = 1 << 20;
@@ -260,7 +261,7 @@ async fn transfer(
     }
     let progress = Arc::clone(progress);
     // Decompressing and hashing is CPU work: off the async threads.
-    tokio::task::spawn_blocking(move || {
+    runtime::blocking("a copy worker", move || {
         for entry in &read.entries {
             let start = (entry.range().start - read.range.start) as usize;
             let sealed = bytes
@@ -284,8 +285,7 @@ async fn transfer(
         }
         Ok(())
     })
-    .await
-    .joined("a copy worker")?
+    .await?
 }
 
 #[cfg(test)]

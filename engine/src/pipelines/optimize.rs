@@ -18,6 +18,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repo::reader::read_content;
 use crate::repo::walk::{load_dir, top_node};
 use crate::repo::Repository;
+use crate::runtime;
 
 /// Blobs of one file in flight between the repository and the backup reading it.
 const IN_FLIGHT: usize = 4;
@@ -44,7 +45,7 @@ impl SnapshotSource {
         let top = top_node(&repo, &snapshot.tree).await?;
         Ok(SnapshotSource {
             repo,
-            rt: tokio::runtime::Handle::current(),
+            rt: runtime::handle(),
             snapshot,
             top,
             trees: Mutex::new(HashMap::new()),
@@ -78,11 +79,8 @@ impl SnapshotSource {
                 "not a directory",
             ));
         }
-        let tree = Arc::new(
-            self.rt
-                .block_on(load_dir(&self.repo, rel, &node))
-                .map_err(to_io)?,
-        );
+        let tree =
+            Arc::new(runtime::wait(&self.rt, load_dir(&self.repo, rel, &node)).map_err(to_io)?);
         self.trees
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::index_file::{encode_index_file, PackList, INDEX_FILE_ENTRIES};
 use crate::format::marks::{Mark, Marks};
@@ -29,6 +29,7 @@ use crate::progress::Progress;
 use crate::repo::index::{self, Location};
 use crate::repo::packer::Packer;
 use crate::repo::Repository;
+use crate::runtime;
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -373,7 +374,7 @@ async fn repack(
             *pack,
             entries.clone(),
         );
-        let full = tokio::task::spawn_blocking(move || {
+        let full = runtime::blocking("the repack worker", move || {
             let mut full = Vec::new();
             for entry in entries {
                 let sealed = bytes
@@ -393,8 +394,7 @@ async fn repack(
             }
             Ok::<_, Error>(full)
         })
-        .await
-        .joined("the repack worker")??;
+        .await??;
         for full in full {
             packer.submit(Some(full)).await?;
         }

@@ -21,6 +21,7 @@ use crate::registry;
 use crate::repo::reader::read_content;
 use crate::repo::walk::{load_dir, top_node};
 use crate::repo::Repository;
+use crate::runtime;
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -150,10 +151,11 @@ impl Restorer {
                         .await
                         .expect("semaphore open");
                     let me = Arc::clone(&self);
-                    let handle = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || me.restore_file(&handle, &rel, &node))
-                        .await
-                        .joined("a restore worker")?
+                    let handle = runtime::handle();
+                    runtime::blocking("a restore worker", move || {
+                        me.restore_file(&handle, &rel, &node)
+                    })
+                    .await?
                 }
             }
         }
@@ -173,9 +175,8 @@ impl Restorer {
             .await
             .expect("semaphore open");
         let target = Arc::clone(&self.target);
-        tokio::task::spawn_blocking(move || op(target.as_ref()))
-            .await
-            .joined("a restore worker")?
+        runtime::blocking("a restore worker", move || op(target.as_ref()))
+            .await?
             .map_err(io_at(rel))
     }
 

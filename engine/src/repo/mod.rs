@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stowage_backends::{KvStore, Store};
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::compress::decompress;
 pub use crate::format::config::{Config, FORMAT_VERSION};
@@ -34,6 +34,7 @@ use crate::format::id::Id;
 use crate::format::pack::Pack;
 use crate::format::snapshot::{self, Snapshot};
 use crate::format::tree::Tree;
+use crate::runtime;
 use index::{Index, Location};
 use windows::{window_for, PackWindows};
 
@@ -174,9 +175,9 @@ impl Repository {
         let (config, config_hash) = Self::read_config(store.as_ref()).await?;
         // The local cache opens (RocksDB: tens of ms) while the key is derived.
         let id = config.id.clone();
-        let cache = tokio::task::spawn_blocking(move || cache(&id));
+        let cache = runtime::blocking("opening the cache", move || cache(&id));
         let keys = Self::unlock(store.as_ref(), password, config_hash).await;
-        let cache = cache.await.joined("opening the cache")?;
+        let cache = cache.await?;
         let keys = keys?;
         let index = Index::new(cache?);
         index.sync(store.as_ref(), &keys).await?;
@@ -198,9 +199,10 @@ impl Repository {
             let file: KeyFile = serde_json::from_slice(&bytes)
                 .map_err(|e| Error::corrupt(meta.key.clone(), e.to_string()))?;
             let password = password.to_vec();
-            let opened = tokio::task::spawn_blocking(move || file.unwrap(&password, config_hash))
-                .await
-                .joined("key derivation")?;
+            let opened = runtime::blocking("key derivation", move || {
+                file.unwrap(&password, config_hash)
+            })
+            .await?;
             match opened {
                 Ok(Some(keys)) => return Ok(keys),
                 Ok(None) => {}

@@ -16,6 +16,7 @@ use crate::format::pack::Pack;
 use crate::format::tree::{Content, Node, NodeKind};
 use crate::repo::index::Location;
 use crate::repo::Repository;
+use crate::runtime;
 
 /// One read from a pack spans at most this much (or one blob, when that is larger).
 const MAX_READ: u64 = 8 << 20;
@@ -64,7 +65,8 @@ fn read_blobs(
         let run = &blobs[run];
         let (first, last) = (&run[0].1, &run[run.len() - 1].1);
         let range = first.entry.range().start..last.entry.range().end;
-        let bytes = rt.block_on(
+        let bytes = runtime::wait(
+            rt,
             repo.store()
                 .get_range(&Pack::key(&first.pack), range.clone()),
         )?;
@@ -133,7 +135,7 @@ pub(crate) fn read_content(
         Some(Content::Inline(bytes)) => take(&bytes.0)?,
         Some(Content::Chunks(ids)) => read_blobs(repo, rt, ids, &mut take)?,
         Some(Content::Gzip(gzip)) => {
-            let _permit = rt.block_on(REBUILDS.acquire()).expect("semaphore open");
+            let _permit = runtime::wait(rt, REBUILDS.acquire()).expect("semaphore open");
             let what = rel.display().to_string();
             let mut recipe = Vec::new();
             read_blobs(repo, rt, &gzip.recipe, &mut |bytes| {
@@ -192,8 +194,8 @@ pub(crate) async fn write_file(
     if node.kind != NodeKind::File {
         return Err(Error::Usage(format!("{path} is not a file")));
     }
-    let handle = tokio::runtime::Handle::current();
-    let read = tokio::task::block_in_place(|| {
+    let handle = runtime::handle();
+    let read = runtime::in_place(|| {
         read_content(repo, &handle, Path::new(path), node, digest, |bytes| {
             out.write_all(bytes).map_err(|e| Error::io("the output", e))
         })

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use tar::{EntryType, Header};
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::pipelines::restore::RestoreSummary;
@@ -46,6 +46,7 @@ use crate::registry;
 use crate::repo::reader::read_content;
 use crate::repo::walk::{load_dir, top_node};
 use crate::repo::Repository;
+use crate::runtime;
 
 /// Pieces (headers, or one blob's bytes) waiting for the writer: with the read in flight,
 /// memory stays at a few blobs whatever the snapshot's size.
@@ -65,24 +66,21 @@ pub async fn restore_tar(
 ) -> Result<RestoreSummary> {
     progress.phase("restore", Some(snapshot.summary.bytes));
     let (tx, rx) = sync_channel(QUEUE);
-    let writer = tokio::task::spawn_blocking(move || write_stream(&rx, out));
+    let writer = runtime::blocking("the tar writer", move || write_stream(&rx, out));
     // When this future is dropped, the reader stops at its next piece.
     let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let reader = Reader {
         repo,
-        rt: tokio::runtime::Handle::current(),
+        rt: runtime::handle(),
         tx,
         progress,
         cancelled: Arc::clone(&cancel.0),
         summary: RestoreSummary::default(),
     };
     let root = snapshot.tree;
-    let read = tokio::task::spawn_blocking(move || reader.run(&root));
+    let read = runtime::blocking("the tar reader", move || reader.run(&root));
     let (read, written) = tokio::join!(read, writer);
-    match (
-        read.joined("the tar reader")?,
-        written.joined("the tar writer")?,
-    ) {
+    match (read?, written?) {
         // The output failed: the reader stopped because nobody took its pieces any more.
         (_, Written::Failed(e)) => Err(e),
         (Err(e), _) => Err(e),
@@ -127,7 +125,7 @@ struct Reader {
 
 impl Reader {
     fn run(mut self, root: &crate::format::id::Id) -> Result<RestoreSummary> {
-        let top = self.rt.block_on(top_node(&self.repo, root))?;
+        let top = runtime::wait(&self.rt, top_node(&self.repo, root))?;
         let rel = PathBuf::from(OsStr::from_bytes(&top.name.0));
         // Depth first without recursion: the directories being written and their entries
         // still to come.
@@ -155,7 +153,7 @@ impl Reader {
         match node.kind {
             NodeKind::Dir => {
                 send(&self.tx, &self.cancelled, Piece::Entry(Box::new(entry)))?;
-                let tree = self.rt.block_on(load_dir(&self.repo, rel, node))?;
+                let tree = runtime::wait(&self.rt, load_dir(&self.repo, rel, node))?;
                 self.summary.dirs += 1;
                 Ok(Some(tree.nodes.into_iter()))
             }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use stowage_backends::source::Source;
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{Snapshot, SourceRef, Summary};
@@ -19,6 +19,7 @@ use crate::progress::Progress;
 use crate::registry;
 use crate::repo::packer::Packer;
 use crate::repo::Repository;
+use crate::runtime;
 use archiver::Archiver;
 
 #[derive(Debug, Clone)]
@@ -85,9 +86,8 @@ pub async fn backup(
     let time = chrono::Utc::now();
     let root = {
         let reader = Arc::clone(&source);
-        tokio::task::spawn_blocking(move || reader.root())
-            .await
-            .joined("reading the source's root")?
+        runtime::blocking("reading the source's root", move || reader.root())
+            .await?
             .map_err(|e| Error::io(source.uri(), e))?
     };
     let name = String::from_utf8_lossy(&root.name).into_owned();
