@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use nfs3_client::nfs3_types::nfs3::{ftype3, nfs_fh3};
-use stowage_backends::block_on;
 use stowage_backends::store::{
     validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload, TEMP_MARK,
 };
@@ -260,14 +259,16 @@ impl Store for NfsStore {
 
     /// Packs are written to a temporary file in `dir` as they are produced (WRITEs in
     /// flight), then COMMITted and renamed into place: no pack is held in memory.
-    fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+    async fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
         validate_key(&self.describe(), dir)?;
         let what = self.client.url.join(dir);
-        let file = block_on(&self.handle, async {
+        let create = async {
             let fh = self.dir(dir, true).await?;
             TempFile::create(&self.client, self.handle.clone(), what, fh).await
-        })
-        .map_err(|e| self.error("put", &format!("{dir}/(new object)"), e))?;
+        };
+        let file = create
+            .await
+            .map_err(|e| self.error("put", &format!("{dir}/(new object)"), e))?;
         Ok(Box::new(NfsUpload {
             file,
             client: Arc::clone(&self.client),
