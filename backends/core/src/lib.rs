@@ -2,6 +2,9 @@
 //! ([`KvStore`]), and where registry data is read from and restored to ([`source`], [`target`]).
 //!
 //! Nothing here knows the repository format; the engine builds on these traits.
+//!
+//! Stores are decorated, not configured: [`logging::LoggingStore`] logs requests,
+//! [`faulty::FaultyStore`] injects faults.
 
 pub mod bench;
 pub mod buffers;
@@ -9,11 +12,14 @@ pub mod conformance;
 pub mod faulty;
 pub mod fs;
 pub mod kv;
+pub mod logging;
 pub mod memory;
 pub mod retry;
 pub mod source;
 pub mod store;
 pub mod target;
+#[cfg(test)]
+mod test_log;
 pub mod testing;
 
 pub use kv::{KvStore, MemoryKv};

@@ -147,15 +147,27 @@ impl Lease<'_> {
 
 /// Sends one request with retries: `$call` is an expression using the connection `$conn`.
 /// Yields the reply (`Nfs3Result`), or returns the transport error from the function.
+/// Every retry is logged (`warn`): what, the procedure, the attempt and the error.
 macro_rules! call {
-    ($client:expr, $what:expr, $conn:ident => $call:expr) => {{
+    ($client:expr, $what:expr, $conn:ident => $recv:ident . $proc:ident ( $($arg:expr),* )) => {{
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let retrying = |attempt: u32, error: &dyn std::fmt::Display| {
+                tracing::warn!(
+                    what = %$what,
+                    procedure = stringify!($proc),
+                    attempt,
+                    of = ATTEMPTS,
+                    %error,
+                    "NFS request failed; retrying"
+                );
+            };
             let mut lease = match $client.lease().await {
                 Ok(lease) => lease,
                 // Cannot connect (yet): the server may be restarting.
-                Err(_) if attempt < ATTEMPTS => {
+                Err(e) if attempt < ATTEMPTS => {
+                    retrying(attempt, &e);
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
@@ -164,7 +176,8 @@ macro_rules! call {
             let $conn = lease.conn();
             // A server that stops answering (a partition, a paused machine) must not hang the
             // request: past the timeout the connection counts as broken.
-            let reply = match tokio::time::timeout(REQUEST_TIMEOUT, $call).await {
+            let call = $recv.$proc($($arg),*);
+            let reply = match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
                 Ok(reply) => reply,
                 Err(_) => Err(RpcError::Io(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -173,6 +186,7 @@ macro_rules! call {
             };
             match reply {
                 Ok(Nfs3Result::Err((nfsstat3::NFS3ERR_JUKEBOX, _))) if attempt < ATTEMPTS => {
+                    retrying(attempt, &"the server is busy (NFS3ERR_JUKEBOX)");
                     lease.release();
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -181,6 +195,7 @@ macro_rules! call {
                     break reply;
                 }
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    retrying(attempt, &e);
                     // The other idle connections most likely broke too (a server restart):
                     // the next attempt opens a fresh one.
                     drop(lease);
@@ -452,6 +467,11 @@ impl NfsClient {
             let page = match reply {
                 // The directory changed under a long listing: start it again, once.
                 Nfs3Result::Err((nfsstat3::NFS3ERR_BAD_COOKIE, _)) if !restarted => {
+                    tracing::warn!(
+                        what,
+                        "the directory changed during the listing (NFS3ERR_BAD_COOKIE); \
+                         listing it again"
+                    );
                     restarted = true;
                     out.clear();
                     cookie = 0;

@@ -80,6 +80,11 @@ impl NfsStore {
                 if e.raw_os_error() == Some(libc::ESTALE)
                     || (writing && e.kind() == io::ErrorKind::NotFound) =>
             {
+                tracing::warn!(
+                    store = %self.client.url,
+                    error = %e,
+                    "a cached directory handle went stale; retrying with fresh lookups"
+                );
                 self.dirs.lock().expect("dir cache").clear();
                 op().await
             }
@@ -206,7 +211,16 @@ impl Store for NfsStore {
         loop {
             match self.fresh(true, || self.put_file(key, &data)).await {
                 // The server restarted before the data was stable: write it again.
-                Err(e) if is_server_restarted(&e) && attempt < 3 => attempt += 1,
+                Err(e) if is_server_restarted(&e) && attempt < 3 => {
+                    tracing::warn!(
+                        store = %self.client.url,
+                        key,
+                        attempt,
+                        error = %e,
+                        "the NFS server restarted before the object was stable; writing it again"
+                    );
+                    attempt += 1;
+                }
                 other => return other.map_err(|e| self.error("put", key, e)),
             }
         }
