@@ -4,11 +4,14 @@
 //! Nothing here knows the repository format; the engine builds on these traits.
 //!
 //! Stores are decorated, not configured: [`logging::LoggingStore`] logs requests,
-//! [`faulty::FaultyStore`] injects faults.
+//! `faulty::FaultyStore` injects faults. The modules only tests use (`faulty`,
+//! `conformance`, `testing`) need the `testing` feature.
 
 pub mod bench;
 pub mod buffers;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod fs;
 pub mod kv;
@@ -20,6 +23,7 @@ pub mod store;
 pub mod target;
 #[cfg(test)]
 mod test_log;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use kv::{KvStore, MemoryKv};

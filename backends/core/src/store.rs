@@ -74,7 +74,7 @@ pub struct ObjectMeta {
 
 /// Where a repository lives: a flat namespace of immutable objects.
 ///
-/// The contract (checked by [`crate::conformance`] for every backend):
+/// The contract (checked by the conformance suite, `conformance.rs`, for every backend):
 /// - Keys are `/`-separated relative paths of `[A-Za-z0-9._-]` segments.
 /// - `put` is atomic: a reader sees either no object or the whole object, never a prefix,
 ///   and once `put` returns the object is durable. Putting an existing key either keeps the
