@@ -159,6 +159,7 @@ pub async fn uploads(store: &dyn Store) {
     let data = payload(3 << 20, 8);
     let mut upload = store
         .start_upload("conf-up", 1 << 20)
+        .await
         .expect("start upload");
     for part in data.chunks(700 << 10) {
         upload.write(part).expect("write part");
@@ -175,10 +176,16 @@ pub async fn uploads(store: &dyn Store) {
         store.get("conf-up/ab/one").await.expect("get upload") == data,
         "an upload stores what was written"
     );
-    let mut dropped = store.start_upload("conf-up", 0).expect("start upload");
+    let mut dropped = store
+        .start_upload("conf-up", 0)
+        .await
+        .expect("start upload");
     dropped.write(b"never finished").expect("write");
     drop(dropped);
-    let mut empty = store.start_upload("conf-up", 0).expect("start upload");
+    let mut empty = store
+        .start_upload("conf-up", 0)
+        .await
+        .expect("start upload");
     empty.write(&[]).expect("write nothing");
     empty
         .finish(store, "conf-up/empty")
@@ -198,7 +205,10 @@ pub async fn uploads(store: &dyn Store) {
         ["conf-up/ab/one", "conf-up/empty"],
         "finished uploads are listed, a dropped one is not an object (its leftovers on disk are checked per backend)"
     );
-    let mut bad = store.start_upload("conf-up", 0).expect("start upload");
+    let mut bad = store
+        .start_upload("conf-up", 0)
+        .await
+        .expect("start upload");
     bad.write(b"x").expect("write");
     assert!(
         bad.finish(store, "../escape").await.is_err(),

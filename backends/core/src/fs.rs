@@ -326,20 +326,29 @@ impl Store for FsStore {
         .await
     }
 
-    fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+    async fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
         // Beside where the object will go: a rename never crosses filesystems.
         validate_key(&self.describe(), dir)?;
         let at = self.root.join(dir);
-        if !self.swept.swap(true, Ordering::Relaxed) {
-            sweep_uploads(&at);
-        }
+        let sweep = !self.swept.swap(true, Ordering::Relaxed);
         let temp = at.join(format!("{UPLOAD_PREFIX}{:016x}", rand::random::<u64>()));
-        let file = match create_temp(&temp) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dirs_durably(&at).and_then(|()| create_temp(&temp))
+        let create = {
+            let temp = temp.clone();
+            move || {
+                if sweep {
+                    sweep_uploads(&at);
+                }
+                match create_temp(&temp) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        create_dirs_durably(&at).and_then(|()| create_temp(&temp))
+                    }
+                    other => other,
+                }
             }
-            other => other,
         };
+        let file = tokio::task::spawn_blocking(create)
+            .await
+            .unwrap_or_else(|join| Err(io::Error::other(join.to_string())));
         match file {
             Ok(file) => Ok(Box::new(FileUpload {
                 store: self.describe(),
@@ -366,8 +375,8 @@ mod tests {
     use super::{FsStore, UPLOAD_PREFIX};
     use crate::Store;
 
-    #[test]
-    fn uploads_of_killed_processes_are_swept_once_a_day_old() {
+    #[tokio::test]
+    async fn uploads_of_killed_processes_are_swept_once_a_day_old() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsStore::create(dir.path()).expect("create");
         std::fs::create_dir(dir.path().join("data")).expect("mkdir");
@@ -385,7 +394,7 @@ mod tests {
             0,
         );
         filetime::set_file_mtime(&old, two_days_ago).expect("age it");
-        let upload = store.start_upload("data", 0).expect("start");
+        let upload = store.start_upload("data", 0).await.expect("start");
         assert!(!old.exists(), "a day-old upload is removed");
         assert!(recent.exists(), "a recent one may be a running backup's");
         drop(upload);

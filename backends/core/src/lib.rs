@@ -2,18 +2,28 @@
 //! ([`KvStore`]), and where registry data is read from and restored to ([`source`], [`target`]).
 //!
 //! Nothing here knows the repository format; the engine builds on these traits.
+//!
+//! Stores are decorated, not configured: [`logging::LoggingStore`] logs requests,
+//! `faulty::FaultyStore` injects faults. The modules only tests use (`faulty`,
+//! `conformance`, `testing`) need the `testing` feature.
 
 pub mod bench;
 pub mod buffers;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
 pub mod faulty;
 pub mod fs;
 pub mod kv;
+pub mod logging;
 pub mod memory;
 pub mod retry;
 pub mod source;
 pub mod store;
 pub mod target;
+#[cfg(test)]
+mod test_log;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use kv::{KvStore, MemoryKv};

@@ -3,7 +3,8 @@
 //! under the client's cached handle), an I/O error or timeout of a soft mount (EIO,
 //! ETIMEDOUT). Local disks never return them for long; on NFS a retry with a fresh lookup
 //! (by path, which a new `open` or `read_dir` does) usually succeeds. When the error
-//! persists the message says so and what to look at.
+//! persists the message says so and what to look at. Every retry is logged at `warn`
+//! (`tracing`): a mount that keeps failing and recovering shows up in the log.
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -43,6 +44,14 @@ pub fn retry<T>(path: &Path, op: &str, mut f: impl FnMut() -> io::Result<T>) -> 
     loop {
         match f() {
             Err(e) if is_transient(&e) && attempt < ATTEMPTS => {
+                tracing::warn!(
+                    path = %path.display(),
+                    op,
+                    attempt,
+                    of = ATTEMPTS,
+                    error = %e,
+                    "transient error (network mount?); retrying"
+                );
                 pause(attempt);
                 attempt += 1;
             }
@@ -84,6 +93,15 @@ impl<R: Read + Seek, F: FnMut() -> io::Result<R>> Read for Reopening<R, F> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_transient(&e) && attempt < ATTEMPTS => {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        op = "read",
+                        offset = self.position,
+                        attempt,
+                        of = ATTEMPTS,
+                        error = %e,
+                        "transient error (network mount?); reopening the file and retrying"
+                    );
                     pause(attempt);
                     attempt += 1;
                     let position = self.position;
@@ -114,6 +132,7 @@ mod tests {
 
     #[test]
     fn transient_errors_are_retried_then_reported_as_persisting() {
+        let (captured, _guard) = crate::test_log::Captured::start();
         let calls = Cell::new(0);
         let value = retry(Path::new("/mnt/x"), "read_dir", || {
             calls.set(calls.get() + 1);
@@ -123,6 +142,12 @@ mod tests {
             }
         });
         assert_eq!((value.expect("recovers"), calls.get()), (7, 3));
+        let warned = captured.at(tracing::Level::WARN);
+        assert_eq!(warned.len(), 2, "every retry is logged: {warned:?}");
+        assert!(
+            warned[1].contains("path=/mnt/x op=read_dir attempt=2 of=5 error=Stale"),
+            "{warned:?}"
+        );
 
         calls.set(0);
         let err = retry(Path::new("/mnt/x"), "read_dir", || -> io::Result<()> {

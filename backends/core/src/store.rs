@@ -74,7 +74,7 @@ pub struct ObjectMeta {
 
 /// Where a repository lives: a flat namespace of immutable objects.
 ///
-/// The contract (checked by [`crate::conformance`] for every backend):
+/// The contract (checked by the conformance suite, `conformance.rs`, for every backend):
 /// - Keys are `/`-separated relative paths of `[A-Za-z0-9._-]` segments.
 /// - `put` is atomic: a reader sees either no object or the whole object, never a prefix,
 ///   and once `put` returns the object is durable. Putting an existing key either keeps the
@@ -106,8 +106,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// key is the hash of its bytes), under the directory `dir` (a key prefix without `/`).
     /// The default keeps the bytes in memory (`size_hint` reserved) and `put`s them at the
     /// end; a directory store writes them to a file in `dir` as they come, so a backup holds
-    /// no pack in memory.
-    fn start_upload(&self, dir: &str, size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+    /// no pack in memory. Async because starting may take a round trip (a network store
+    /// creates the file on the server).
+    async fn start_upload(&self, dir: &str, size_hint: usize) -> StoreResult<Box<dyn Upload>> {
         let _ = dir;
         Ok(Box::new(Buffered(Vec::with_capacity(size_hint))))
     }

@@ -11,6 +11,7 @@ pub mod client;
 mod source;
 mod store;
 mod target;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod url;
 mod writer;

@@ -16,7 +16,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use nfs3_client::nfs3_types::nfs3::{ftype3, nfs_fh3};
-use stowage_backends::block_on;
 use stowage_backends::store::{
     validate_key, ObjectMeta, Store, StoreError, StoreResult, Upload, TEMP_MARK,
 };
@@ -81,6 +80,11 @@ impl NfsStore {
                 if e.raw_os_error() == Some(libc::ESTALE)
                     || (writing && e.kind() == io::ErrorKind::NotFound) =>
             {
+                tracing::warn!(
+                    store = %self.client.url,
+                    error = %e,
+                    "a cached directory handle went stale; retrying with fresh lookups"
+                );
                 self.dirs.lock().expect("dir cache").clear();
                 op().await
             }
@@ -207,7 +211,16 @@ impl Store for NfsStore {
         loop {
             match self.fresh(true, || self.put_file(key, &data)).await {
                 // The server restarted before the data was stable: write it again.
-                Err(e) if is_server_restarted(&e) && attempt < 3 => attempt += 1,
+                Err(e) if is_server_restarted(&e) && attempt < 3 => {
+                    tracing::warn!(
+                        store = %self.client.url,
+                        key,
+                        attempt,
+                        error = %e,
+                        "the NFS server restarted before the object was stable; writing it again"
+                    );
+                    attempt += 1;
+                }
                 other => return other.map_err(|e| self.error("put", key, e)),
             }
         }
@@ -260,14 +273,16 @@ impl Store for NfsStore {
 
     /// Packs are written to a temporary file in `dir` as they are produced (WRITEs in
     /// flight), then COMMITted and renamed into place: no pack is held in memory.
-    fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
+    async fn start_upload(&self, dir: &str, _size_hint: usize) -> StoreResult<Box<dyn Upload>> {
         validate_key(&self.describe(), dir)?;
         let what = self.client.url.join(dir);
-        let file = block_on(&self.handle, async {
+        let create = async {
             let fh = self.dir(dir, true).await?;
             TempFile::create(&self.client, self.handle.clone(), what, fh).await
-        })
-        .map_err(|e| self.error("put", &format!("{dir}/(new object)"), e))?;
+        };
+        let file = create
+            .await
+            .map_err(|e| self.error("put", &format!("{dir}/(new object)"), e))?;
         Ok(Box::new(NfsUpload {
             file,
             client: Arc::clone(&self.client),

@@ -13,6 +13,7 @@ mod options;
 mod source;
 mod store;
 mod target;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use client::{ObjectInfo, S3Client};

@@ -122,6 +122,13 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
+    /// Whether the next [`add`](Self::add) calls its `start`: no upload was started yet
+    /// (and no write failed). A caller whose `start` must wait (a store's async
+    /// `start_upload`) starts the upload before calling `add`.
+    pub fn needs_upload(&self) -> bool {
+        self.upload.is_none() && !self.broken
+    }
+
     /// Appends bytes to the pack. After a failed write the pack's content is unknown (part
     /// of the bytes may have landed), so the builder refuses everything from then on: no
     /// later blob can be recorded at a wrong offset, and the pack is never finished.
@@ -245,10 +252,11 @@ mod tests {
         let keys = Keys::random();
         let store = stowage_backends::memory::MemoryStore::new();
         let mut b = PackBuilder::default();
+        let mut upload = Some(store.start_upload("data", 0).await.expect("start"));
         let blobs: [&[u8]; 2] = [b"first blob", b"second"];
         for blob in blobs {
             b.add(
-                || Ok(store.start_upload("data", 0)?),
+                || Ok(upload.take().expect("started once")),
                 BlobKind::Data,
                 keys.blob_id(blob),
                 Compression::None,

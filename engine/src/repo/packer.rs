@@ -19,6 +19,7 @@ use crate::format::id::Id;
 use crate::format::index_file::{encode_index_file, INDEX_FILE_ENTRIES};
 use crate::format::pack::{BlobKind, Pack, PackBuilder, PackEntry};
 use crate::repo::Repository;
+use crate::runtime;
 use stowage_backends::{Buffered, Upload};
 
 /// Packs stored concurrently.
@@ -74,6 +75,18 @@ pub struct Packer {
     /// Why the uploader stopped, for the workers whose packs it no longer takes.
     failure: Arc<Mutex<Option<String>>>,
     counters: Counters,
+    /// The runtime, for [`Packer::add`] on a blocking thread to wait on while a data pack's
+    /// upload starts.
+    rt: tokio::runtime::Handle,
+}
+
+/// A sealed blob on its way into a pack.
+struct Blob<'a> {
+    kind: BlobKind,
+    id: Id,
+    compression: Compression,
+    raw_length: usize,
+    sealed: &'a [u8],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -195,6 +208,7 @@ impl Packer {
             uploader: Mutex::new(Some(uploader)),
             failure,
             counters: Counters::default(),
+            rt: runtime::handle(),
         })
     }
 
@@ -227,6 +241,7 @@ impl Packer {
 
     /// Adds a blob unless the repository already has it. Returns its id and, when the
     /// current pack filled up, the finished pack for the caller to [`submit`](Self::submit).
+    /// From a blocking thread: starting a new data pack may wait on the store.
     pub fn add(&self, kind: BlobKind, plain: &[u8]) -> Result<(Id, Option<Pack>)> {
         let id = self.repo.keys().blob_id(plain);
         if !self.claim(&id)? {
@@ -234,13 +249,21 @@ impl Packer {
         }
         let (compression, stored) = compress(plain, self.repo.config().compression_level);
         let sealed = self.repo.keys().seal(&stored);
-        Ok((id, self.push(kind, id, compression, plain.len(), &sealed)?))
+        let blob = Blob {
+            kind,
+            id,
+            compression,
+            raw_length: plain.len(),
+            sealed: &sealed,
+        };
+        Ok((id, self.push_blocking(&blob)?))
     }
 
     /// Adds a blob that is already compressed and sealed under this repository's keys (read
     /// from a repository that shares them), unless the repository already has it. The
     /// caller has verified that `sealed` opens to a plaintext of `raw_length` bytes with id
-    /// `id`. Returns a finished pack for the caller to [`submit`](Self::submit).
+    /// `id`. Returns a finished pack for the caller to [`submit`](Self::submit). From a
+    /// blocking thread, like [`add`](Self::add).
     pub fn add_sealed(
         &self,
         kind: BlobKind,
@@ -252,47 +275,93 @@ impl Packer {
         if !self.claim(&id)? {
             return Ok(None);
         }
-        self.push(kind, id, compression, raw_length, sealed)
+        self.push_blocking(&Blob {
+            kind,
+            id,
+            compression,
+            raw_length,
+            sealed,
+        })
     }
 
-    /// Appends a claimed blob to the current pack; returns the pack when it is full. Data
-    /// packs are written as they fill through the store's upload (a directory store: a
-    /// file); tree packs are small and kept in memory until stored.
-    fn push(
+    /// Appends a claimed blob to the current pack of its kind; returns the pack when it is
+    /// full. Data packs are written as they fill through the store's upload (a directory
+    /// store: a file); tree packs are small and kept in memory until stored. `None` when
+    /// the data pack's upload is still to be started: that may wait on the store, so the
+    /// caller starts it ([`Packer::start_data_pack`]) with no lock held, into `upload`,
+    /// and comes back. An upload left in `upload` (another blob started the pack in the
+    /// meantime) is discarded by the caller.
+    fn try_push(
         &self,
-        kind: BlobKind,
-        id: Id,
-        compression: Compression,
-        raw_length: usize,
-        sealed: &[u8],
-    ) -> Result<Option<Pack>> {
-        self.counters.new_blobs.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .new_bytes
-            .fetch_add(raw_length as u64, Ordering::Relaxed);
+        blob: &Blob<'_>,
+        upload: &mut Option<Box<dyn Upload>>,
+    ) -> Result<Option<Option<Pack>>> {
         let full = {
-            let mut current = match kind {
+            let mut current = match blob.kind {
                 BlobKind::Data => lock(&self.data),
                 BlobKind::Tree => lock(&self.trees),
             };
+            if blob.kind == BlobKind::Data && current.needs_upload() && upload.is_none() {
+                return Ok(None);
+            }
             let start = || -> Result<Box<dyn Upload>> {
-                Ok(match kind {
-                    BlobKind::Data => self
-                        .repo
-                        .store()
-                        .start_upload("data", pack_capacity(&self.repo, self.target_size))?,
-                    BlobKind::Tree => Box::new(Buffered::default()),
-                })
+                Ok(upload
+                    .take()
+                    .unwrap_or_else(|| Box::new(Buffered::default())))
             };
-            current.add(start, kind, id, compression, raw_length, sealed)?;
+            current.add(
+                start,
+                blob.kind,
+                blob.id,
+                blob.compression,
+                blob.raw_length,
+                blob.sealed,
+            )?;
             match current.len() >= self.target_size {
                 true => Some(std::mem::take(&mut *current)),
                 false => None,
             }
         };
         match full {
-            Some(builder) => builder.finish(self.repo.keys()),
-            None => Ok(None),
+            Some(builder) => builder.finish(self.repo.keys()).map(Some),
+            None => Ok(Some(None)),
+        }
+    }
+
+    /// The upload of a new data pack.
+    async fn start_data_pack(&self) -> Result<Box<dyn Upload>> {
+        let size_hint = pack_capacity(&self.repo, self.target_size);
+        Ok(self.repo.store().start_upload("data", size_hint).await?)
+    }
+
+    fn count(&self, blob: &Blob<'_>) {
+        self.counters.new_blobs.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .new_bytes
+            .fetch_add(blob.raw_length as u64, Ordering::Relaxed);
+    }
+
+    /// [`Packer::try_push`] until the blob is in, from async code.
+    async fn push(&self, blob: &Blob<'_>) -> Result<Option<Pack>> {
+        self.count(blob);
+        let mut upload = None;
+        loop {
+            if let Some(full) = self.try_push(blob, &mut upload)? {
+                return Ok(full);
+            }
+            upload = Some(self.start_data_pack().await?);
+        }
+    }
+
+    /// [`Packer::try_push`] until the blob is in, from a blocking thread.
+    fn push_blocking(&self, blob: &Blob<'_>) -> Result<Option<Pack>> {
+        self.count(blob);
+        let mut upload = None;
+        loop {
+            if let Some(full) = self.try_push(blob, &mut upload)? {
+                return Ok(full);
+            }
+            upload = Some(runtime::wait(&self.rt, self.start_data_pack())?);
         }
     }
 
@@ -326,7 +395,20 @@ impl Packer {
 
     /// Stores a blob from async code (trees): small, so sealed on the caller's thread.
     pub async fn add_async(&self, kind: BlobKind, plain: &[u8]) -> Result<Id> {
-        let (id, pack) = self.add(kind, plain)?;
+        let id = self.repo.keys().blob_id(plain);
+        if !self.claim(&id)? {
+            return Ok(id);
+        }
+        let (compression, stored) = compress(plain, self.repo.config().compression_level);
+        let sealed = self.repo.keys().seal(&stored);
+        let blob = Blob {
+            kind,
+            id,
+            compression,
+            raw_length: plain.len(),
+            sealed: &sealed,
+        };
+        let pack = self.push(&blob).await?;
         self.submit(pack).await?;
         Ok(id)
     }
@@ -488,9 +570,14 @@ mod tests {
         let sealed = repo.keys().seal(&stored);
         let packer = Packer::start(Arc::clone(&repo), 16 << 20);
         for _ in 0..2 {
-            let full = packer
-                .add_sealed(BlobKind::Data, id, compression, plain.len(), &sealed)
-                .expect("add");
+            // From a blocking thread, as copy and prune call it.
+            let (packer2, sealed, raw_length) = (Arc::clone(&packer), sealed.clone(), plain.len());
+            let full = tokio::task::spawn_blocking(move || {
+                packer2.add_sealed(BlobKind::Data, id, compression, raw_length, &sealed)
+            })
+            .await
+            .expect("join")
+            .expect("add");
             packer.submit(full).await.expect("submit");
         }
         let written = packer.finish().await.expect("finish");

@@ -81,6 +81,11 @@ impl NfsClient {
             let page = match reply {
                 // The directory changed under a long listing: start it again, once.
                 Nfs3Result::Err((nfsstat3::NFS3ERR_BAD_COOKIE, _)) if !restarted => {
+                    tracing::warn!(
+                        what,
+                        "the directory changed during the listing (NFS3ERR_BAD_COOKIE); \
+                         listing it again"
+                    );
                     restarted = true;
                     out.clear();
                     cookie = 0;

@@ -20,7 +20,8 @@ impl NfsClient {
     /// error about `what`.
     ///
     /// `args` is passed to `send` rather than captured by it, so that the future it returns
-    /// borrows only its two parameters.
+    /// borrows only its two parameters. Every retry is logged (`warn`): what, the attempt and
+    /// the error.
     pub(super) async fn call<A, T, E>(
         &self,
         what: &str,
@@ -36,7 +37,8 @@ impl NfsClient {
             let mut lease = match self.lease().await {
                 Ok(lease) => lease,
                 // Cannot connect (yet): the server may be restarting.
-                Err(_) if attempt < ATTEMPTS => {
+                Err(e) if attempt < ATTEMPTS => {
+                    retrying(what, attempt, &e);
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
@@ -54,6 +56,7 @@ impl NfsClient {
             };
             match reply {
                 Ok(Nfs3Result::Err((nfsstat3::NFS3ERR_JUKEBOX, _))) if attempt < ATTEMPTS => {
+                    retrying(what, attempt, &"the server is busy (NFS3ERR_JUKEBOX)");
                     lease.release();
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -62,6 +65,7 @@ impl NfsClient {
                     return Ok(reply);
                 }
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                    retrying(what, attempt, &e);
                     // The other idle connections most likely broke too (a server restart):
                     // the next attempt opens a fresh one.
                     drop(lease);
@@ -77,6 +81,10 @@ impl NfsClient {
             }
         }
     }
+}
+
+fn retrying(what: &str, attempt: u32, error: &dyn std::fmt::Display) {
+    tracing::warn!(what, attempt, of = ATTEMPTS, %error, "NFS request failed; retrying");
 }
 
 fn backoff(attempt: u32) -> Duration {
