@@ -4,6 +4,9 @@
 //! klauspost/pgzip (skopeo, podman), the Go ones built from `fixtures/go` with Debian's
 //! golang-go and golang-github-klauspost-pgzip-dev (installed by scripts/setup).
 
+// Test helpers unwrap: a panic is the test's failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

@@ -2,6 +2,9 @@
 //! twice, an interrupted copy finished by running it again, and refusal of a destination
 //! with other keys.
 
+// Test helpers unwrap: a panic is the test's failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

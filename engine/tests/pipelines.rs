@@ -1,6 +1,9 @@
 //! Backup, restore and check on the in-memory store: exactness, incremental reuse, and
 //! refusal of damaged data.
 
+// Test helpers unwrap: a panic is the test's failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -2,6 +2,9 @@
 //! marks that backups respect, the race with a backup running meanwhile, and resuming from a
 //! killed backup's packs.
 
+// Test helpers unwrap: a panic is the test's failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

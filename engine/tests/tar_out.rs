@@ -1,6 +1,9 @@
 //! Restore as a tar stream: GNU tar extracts exactly the volume a directory restore writes,
 //! and a snapshot that fails verification never gives an archive tar accepts.
 
+// Test helpers unwrap: a panic is the test's failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::ffi::OsStr;

@@ -60,8 +60,9 @@ impl Ganesha {
     /// instructions when it cannot: NFS tests are never silently skipped.
     pub fn start() -> Ganesha {
         // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
         assert!(
-            unsafe { libc::geteuid() } == 0,
+            euid == 0,
             "the NFS tests run NFS-Ganesha, whose VFS backend needs root"
         );
         let dir = tempfile::Builder::new()
@@ -118,11 +119,8 @@ EXPORT {{
         let lock = fs::File::create(std::env::temp_dir().join("stowage-ganesha.lock"))
             .expect("the ganesha start lock");
         // SAFETY: flock on an open file descriptor; released when `lock` is closed.
-        assert_eq!(
-            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) },
-            0,
-            "flock"
-        );
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "flock");
         ensure_rpcbind();
         let dir = self.dir.path();
         let log = dir.join("ganesha.log");

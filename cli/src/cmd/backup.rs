@@ -133,9 +133,10 @@ impl MutedStdout {
         use std::os::fd::{AsRawFd, FromRawFd};
         std::io::stdout().flush()?;
         let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        // SAFETY: dup returns a new descriptor (or -1, checked) that nothing else owns.
+        // SAFETY: dup has no preconditions; its result is checked.
         let saved = match unsafe { libc::dup(1) } {
             -1 => return Err(std::io::Error::last_os_error().into()),
+            // SAFETY: dup returned a new descriptor that nothing else owns.
             fd => unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
         };
         // SAFETY: both descriptors are open.

@@ -70,9 +70,7 @@ pub fn header_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Runs a preflate-rs call, turning a panic (the crate asserts on some inputs) into an error.
-fn guarded<T>(
-    f: impl FnOnce() -> std::result::Result<T, String>,
-) -> std::result::Result<T, String> {
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<String>()
@@ -88,7 +86,7 @@ fn recompress(
     recreate: &mut RecreateStreamProcessor,
     plain: &[u8],
     corrections: &[u8],
-) -> std::result::Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, String> {
     guarded(|| {
         recreate
             .recompress(&mut Cursor::new(plain), corrections)

@@ -30,7 +30,7 @@ pub struct RestoreOptions {
     /// Files written at once.
     pub writers: usize,
     /// Restore only these paths (a partial restore).
-    pub only: Option<Arc<crate::registry::select::Selection>>,
+    pub only: Option<Arc<registry::select::Selection>>,
 }
 
 impl Default for RestoreOptions {
@@ -55,7 +55,7 @@ pub struct RestoreSummary {
 
 struct Restorer {
     repo: Arc<Repository>,
-    only: Option<Arc<crate::registry::select::Selection>>,
+    only: Option<Arc<registry::select::Selection>>,
     target: Arc<dyn Target>,
     progress: Arc<dyn Progress>,
     slots: Arc<Semaphore>,

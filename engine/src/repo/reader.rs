@@ -23,7 +23,7 @@ const MAX_READ: u64 = 8 << 20;
 
 /// Splits `blobs` into runs that each are one contiguous range of one pack, up to
 /// `max_read` bytes.
-fn adjacent_runs(blobs: &[(crate::format::id::Id, Location)], max_read: u64) -> Vec<Range<usize>> {
+fn adjacent_runs(blobs: &[(Id, Location)], max_read: u64) -> Vec<Range<usize>> {
     let mut runs: Vec<Range<usize>> = Vec::new();
     for (i, (_, loc)) in blobs.iter().enumerate() {
         let extends = runs.last().is_some_and(|run| {
