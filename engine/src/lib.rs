@@ -81,4 +81,4 @@ pub use pipelines::copy::plan as copy_plan;
 pub use registry::select::normalize as normalize_path;
 
 /// Finds the node at a path of a snapshot (for tests and tools that inspect one entry).
-pub use repo::walk::find;
+pub use repo::walk::{find, Walk};

@@ -20,7 +20,7 @@ use stowage_backends::{KvStore, MemoryKv, Store};
 use stowage_engine::NoProgress;
 use stowage_engine::Repository;
 use stowage_engine::{backup, BackupOptions};
-use stowage_engine::{check, Error};
+use stowage_engine::{check, Error, Walk};
 use stowage_engine::{restore, RestoreOptions};
 
 /// A small volume with every kind of entry a restore must reproduce.
@@ -368,4 +368,59 @@ async fn a_stored_registry_blob_is_not_read_again_elsewhere() {
     assert_eq!(snap.summary.bytes_read, snap.summary.bytes - 700_000);
     // New inodes and ctimes make new trees; no file content is new.
     assert!(snap.summary.new_bytes < 64 << 10, "{:?}", snap.summary);
+}
+
+/// Every path under `dir`, depth first with each directory's entries in byte order, as
+/// `Walk` promises.
+fn depth_first(dir: &Path, rel: &Path, out: &mut Vec<String>) {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let (path, rel) = (dir.join(&name), rel.join(&name));
+        out.push(rel.to_string_lossy().into_owned());
+        if path.symlink_metadata().unwrap().is_dir() {
+            depth_first(&path, &rel, out);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walk_gives_every_entry_depth_first_in_name_order() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+    let top = Path::new("dtr-registry-r1");
+    let mut expected = vec![top.to_string_lossy().into_owned()];
+    depth_first(&f.volume, top, &mut expected);
+
+    let mut walk = Walk::snapshot(&repo, &snap).await.unwrap();
+    let mut walked = Vec::new();
+    while let Some((rel, _)) = walk.next().await.unwrap() {
+        walked.push(rel.to_string_lossy().into_owned());
+    }
+    assert_eq!(walked, expected);
+
+    // From a path, and without entering the directories skipped.
+    let mut walk = Walk::at(&repo, &snap, "dtr-registry-r1/_data/").await.unwrap();
+    let mut walked = Vec::new();
+    while let Some((rel, node)) = walk.next().await.unwrap() {
+        if node.name.0 == b"docker" {
+            walk.skip();
+        }
+        walked.push(rel.to_string_lossy().into_owned());
+    }
+    let under_data: Vec<_> = expected
+        .iter()
+        .filter(|p| p.starts_with("dtr-registry-r1/_data"))
+        .filter(|p| !p.starts_with("dtr-registry-r1/_data/docker/"))
+        .cloned()
+        .collect();
+    assert_eq!(walked, under_data);
+    assert!(walked.len() >= 6, "{walked:?}");
+
+    let missing = Walk::at(&repo, &snap, "dtr-registry-r1/nothing").await;
+    assert!(matches!(missing, Err(Error::Usage(_))));
 }

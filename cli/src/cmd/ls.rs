@@ -1,8 +1,6 @@
 use std::process::ExitCode;
 
-use anyhow::bail;
-use stowage_engine::Repository;
-use stowage_engine::{Node, NodeKind};
+use stowage_engine::{Node, NodeKind, Walk};
 
 use crate::open::Context;
 
@@ -60,63 +58,13 @@ fn print(node: &Node, path: &str, json: bool) {
     );
 }
 
-/// Lists `node` at `path` and everything under it, depth first in name order.
-async fn walk(repo: &Repository, node: Node, path: String, json: bool) -> anyhow::Result<()> {
-    let mut stack = vec![(node, path)];
-    while let Some((node, path)) = stack.pop() {
-        print(&node, &path, json);
-        if let Some(subtree) = node.subtree {
-            let tree = repo.load_tree(&subtree).await?;
-            for child in tree.nodes.into_iter().rev() {
-                let child_path = format!("{path}/{}", child.name.lossy());
-                stack.push((child, child_path));
-            }
-        }
-    }
-    Ok(())
-}
-
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
     let (_, snapshot) = repo.find_snapshot(&args.snapshot).await?;
-    let mut nodes = repo.load_tree(&snapshot.tree).await?.nodes;
-    let wanted: Vec<&str> = args
-        .path
-        .as_deref()
-        .unwrap_or("")
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .collect();
-    let mut path = String::new();
-    let Some((first, rest)) = wanted.split_first() else {
-        for node in nodes {
-            let name = node.name.lossy();
-            walk(&repo, node, name, args.json).await?;
-        }
-        return Ok(ExitCode::SUCCESS);
-    };
-    let mut current = None;
-    for (i, part) in std::iter::once(first).chain(rest.iter()).enumerate() {
-        let Some(node) = nodes.into_iter().find(|n| n.name.0 == part.as_bytes()) else {
-            bail!(
-                "{} is not in snapshot {}",
-                wanted[..=i].join("/"),
-                args.snapshot
-            );
-        };
-        path = if path.is_empty() {
-            part.to_string()
-        } else {
-            format!("{path}/{part}")
-        };
-        nodes = match node.subtree {
-            Some(sub) if i + 1 < wanted.len() => repo.load_tree(&sub).await?.nodes,
-            _ => Vec::new(),
-        };
-        current = Some(node);
-    }
-    if let Some(node) = current {
-        walk(&repo, node, path, args.json).await?;
+    let path = args.path.as_deref().unwrap_or("");
+    let mut walk = Walk::at(&repo, &snapshot, path).await?;
+    while let Some((rel, node)) = walk.next().await? {
+        print(&node, &rel.to_string_lossy(), args.json);
     }
     Ok(ExitCode::SUCCESS)
 }

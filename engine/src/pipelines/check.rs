@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack::{verified_header, Pack};
-use crate::format::tree::{Node, NodeKind};
+use crate::format::tree::NodeKind;
 use crate::progress::Progress;
+use crate::repo::walk::{each_tree, Walk};
 use crate::repo::Repository;
 use crate::runtime;
 
@@ -96,33 +97,29 @@ pub async fn check(
                 ));
             }
         }
-        let mut pending = vec![snap.tree];
-        while let Some(tree_id) = pending.pop() {
-            if !seen_trees.insert(tree_id) {
-                continue;
-            }
-            let tree = match repo.load_tree(&tree_id).await {
-                Ok(t) => t,
+        let snapshot = id.short();
+        each_tree(&repo, [snap.tree], &mut seen_trees, |tree_id, tree| {
+            let tree = match tree {
+                Ok(tree) => tree,
                 Err(e) => {
-                    report
-                        .errors
-                        .push(format!("snapshot {}: tree {tree_id}: {e}", id.short()));
-                    continue;
+                    let error = format!("snapshot {snapshot}: tree {tree_id}: {e}");
+                    report.errors.push(error);
+                    return Ok(());
                 }
             };
             for node in &tree.nodes {
-                pending.extend(node.subtree);
                 for blob in node.blobs() {
                     if !repo.index().contains(blob)? {
                         report.errors.push(format!(
-                            "snapshot {}: {} needs blob {blob}, which is in no index",
-                            id.short(),
+                            "snapshot {snapshot}: {} needs blob {blob}, which is in no index",
                             node.name.lossy()
                         ));
                     }
                 }
             }
-        }
+            Ok(())
+        })
+        .await?;
     }
     report.trees = seen_trees.len();
 
@@ -231,30 +228,35 @@ async fn map_damage(
     }
     let mut affected: BTreeMap<Id, Vec<String>> = BTreeMap::new();
     for (snap_id, snap) in snapshots {
-        let mut pending: Vec<(String, Id)> = vec![(String::new(), snap.tree)];
-        while let Some((path, tree_id)) = pending.pop() {
-            if let Some(pack) = pack_of.get(&tree_id) {
-                affected
-                    .entry(*pack)
-                    .or_default()
-                    .push(format!("{}:{path}/", snap_id.short()));
-                continue;
-            }
-            let Ok(tree) = repo.load_tree(&tree_id).await else {
+        let snapshot = snap_id.short();
+        if let Some(pack) = pack_of.get(&snap.tree) {
+            affected
+                .entry(*pack)
+                .or_default()
+                .push(format!("{snapshot}:/"));
+            continue;
+        }
+        let Ok(mut walk) = Walk::snapshot(repo, snap).await else {
+            continue;
+        };
+        // Trees that cannot be read were reported above; the walk goes on past them.
+        while let Some(step) = walk.next().await.transpose() {
+            let Ok((rel, node)) = step else {
                 continue;
             };
-            for node in tree.nodes {
-                let child = format!("{path}/{}", node.name.lossy());
-                let needs = |n: &Node| n.blobs().find_map(|b| pack_of.get(b)).copied();
-                match (node.kind, node.subtree) {
-                    (NodeKind::Dir, Some(sub)) => pending.push((child, sub)),
-                    _ => {
-                        if let Some(pack) = needs(&node) {
-                            affected
-                                .entry(pack)
-                                .or_default()
-                                .push(format!("{}:{child}", snap_id.short()));
-                        }
+            let path = rel.display();
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => {
+                    if let Some(pack) = pack_of.get(&sub) {
+                        let dir = format!("{snapshot}:/{path}/");
+                        affected.entry(*pack).or_default().push(dir);
+                        walk.skip();
+                    }
+                }
+                _ => {
+                    if let Some(pack) = node.blobs().find_map(|b| pack_of.get(b)) {
+                        let file = format!("{snapshot}:/{path}");
+                        affected.entry(*pack).or_default().push(file);
                     }
                 }
             }

@@ -1,12 +1,143 @@
-//! The one tree walker's steps: a snapshot's top node, a directory's tree (refusing
-//! names that would leave it), and a node by path. Every pipeline that walks a snapshot
-//! builds on these, so the safety checks on names live in one place.
+//! Walking a snapshot's trees. Two walkers and their steps, so the safety checks on names
+//! live in one place:
+//!
+//! - [`Walk`]: one snapshot's entries with their paths, depth first in name order, each
+//!   directory's tree loaded when the walk enters it (memory follows the depth, not the
+//!   size of the tree). `ls`, tar streams, the original tar and check's damage map use it.
+//! - [`each_tree`]: every distinct tree that some snapshots reach, loaded in parallel, for
+//!   what needs trees rather than paths (what prune and copy keep, what check reads).
+//! - The steps: a snapshot's [`top_node`], a directory's tree ([`load_dir`], refusing names
+//!   that would leave it), and a node by path ([`find`]).
+//!
+//! Restore walks with the same steps but concurrently (directories restored side by side),
+//! and diff walks two snapshots side by side; both are shaped by what they do.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repo::Repository;
+
+/// Trees [`each_tree`] loads at once.
+const TREE_LOADS: usize = 16;
+
+/// One snapshot's entries, depth first in name order: a directory comes before its
+/// entries. A directory's tree is loaded when the walk goes on past it, unless
+/// [`skip`](Walk::skip) says not to enter it.
+pub struct Walk<'r> {
+    repo: &'r Repository,
+    /// The directories being walked, with their entries still to come.
+    open: Vec<(PathBuf, std::vec::IntoIter<Node>)>,
+    /// The entry to give next: the start, before the first call.
+    start: Option<(PathBuf, Node)>,
+    /// The directory given last, entered on the next call.
+    enter: Option<(PathBuf, Node)>,
+}
+
+impl<'r> Walk<'r> {
+    /// Walks the entry at `path` (`/`-separated, from the snapshot's top directory; the
+    /// whole snapshot when empty) and everything under it.
+    pub async fn at(repo: &'r Repository, snapshot: &Snapshot, path: &str) -> Result<Self> {
+        let parts: Vec<&str> = path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.is_empty() {
+            return Walk::snapshot(repo, snapshot).await;
+        }
+        let node = find(repo, snapshot, path).await?;
+        Ok(Walk::new(repo, parts.iter().collect(), node))
+    }
+
+    /// Walks `node`, at `rel`, and everything under it.
+    pub(crate) fn new(repo: &'r Repository, rel: PathBuf, node: Node) -> Self {
+        Walk {
+            repo,
+            open: Vec::new(),
+            start: Some((rel, node)),
+            enter: None,
+        }
+    }
+
+    /// Walks the whole snapshot, from its top directory.
+    pub async fn snapshot(repo: &'r Repository, snapshot: &Snapshot) -> Result<Self> {
+        Walk::root(repo, &snapshot.tree).await
+    }
+
+    /// Walks the snapshot whose root tree is `root`, from its top directory.
+    pub(crate) async fn root(repo: &'r Repository, root: &Id) -> Result<Self> {
+        let top = top_node(repo, root).await?;
+        let rel = PathBuf::from(OsStr::from_bytes(&top.name.0));
+        Ok(Walk::new(repo, rel, top))
+    }
+
+    /// The next entry and its path, `None` at the end. An error (a directory's tree that
+    /// cannot be read) leaves that directory out; the walk can go on after it.
+    pub async fn next(&mut self) -> Result<Option<(PathBuf, Node)>> {
+        if let Some((rel, node)) = self.enter.take() {
+            let tree = load_dir(self.repo, &rel, &node).await?;
+            self.open.push((rel, tree.nodes.into_iter()));
+        }
+        let (rel, node) = match self.start.take() {
+            Some(start) => start,
+            None => loop {
+                let Some((dir, entries)) = self.open.last_mut() else {
+                    return Ok(None);
+                };
+                match entries.next() {
+                    Some(node) => break (dir.join(OsStr::from_bytes(&node.name.0)), node),
+                    None => {
+                        self.open.pop();
+                    }
+                }
+            },
+        };
+        if node.kind == NodeKind::Dir {
+            self.enter = Some((rel.clone(), node.clone()));
+        }
+        Ok(Some((rel, node)))
+    }
+
+    /// Does not enter the directory [`next`](Walk::next) gave last.
+    pub fn skip(&mut self) {
+        self.enter = None;
+    }
+}
+
+/// Calls `visit` with every tree reached from `roots` that is not in `seen` yet: its id and
+/// the tree, or why it could not be read. Loads [`TREE_LOADS`] at once; the subtrees of
+/// each tree read are visited too, and every tree visited is added to `seen`. An error from
+/// `visit` ends the walk.
+pub(crate) async fn each_tree(
+    repo: &Repository,
+    roots: impl IntoIterator<Item = Id>,
+    seen: &mut HashSet<Id>,
+    mut visit: impl FnMut(Id, Result<Tree>) -> Result<()>,
+) -> Result<()> {
+    let mut level: Vec<Id> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
+    while !level.is_empty() {
+        let mut loads = futures::stream::iter(level)
+            .map(|id| async move { (id, repo.load_tree(&id).await) })
+            .buffer_unordered(TREE_LOADS);
+        let mut next = Vec::new();
+        while let Some((id, tree)) = loads.next().await {
+            if let Ok(tree) = &tree {
+                let subtrees = tree.nodes.iter().filter_map(|n| n.subtree);
+                next.extend(subtrees.filter(|sub| seen.insert(*sub)));
+            }
+            visit(id, tree)?;
+        }
+        level = next;
+    }
+    Ok(())
+}
 
 /// The single node of a snapshot's root tree (FORMAT.md, "Snapshots"): the backed-up
 /// directory, restored by its name.
@@ -29,11 +160,7 @@ pub(crate) async fn top_node(repo: &Repository, root: &Id) -> Result<Node> {
 }
 
 /// The tree of the directory `node` (at `rel`), refused if an entry's name would leave it.
-pub(crate) async fn load_dir(
-    repo: &Repository,
-    rel: &std::path::Path,
-    node: &Node,
-) -> Result<Tree> {
+pub(crate) async fn load_dir(repo: &Repository, rel: &Path, node: &Node) -> Result<Tree> {
     let subtree = node
         .subtree
         .ok_or_else(|| Error::corrupt(rel.display().to_string(), "directory without tree"))?;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -15,6 +16,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::progress::Progress;
 use crate::repo::reader::read_content;
+use crate::repo::walk::Walk;
 use crate::repo::Repository;
 use crate::runtime;
 use crate::tar::walk::{Item, Kind, TarWalker};
@@ -25,35 +27,12 @@ async fn files_by_path(
     snapshot: &Snapshot,
     added_top: bool,
 ) -> Result<HashMap<Vec<Vec<u8>>, Node>> {
-    let root = repo.load_tree(&snapshot.tree).await?;
     let mut files = HashMap::new();
-    let mut pending: Vec<(Vec<Vec<u8>>, Node)> = root
-        .nodes
-        .into_iter()
-        .map(|n| {
-            (
-                if added_top {
-                    vec![]
-                } else {
-                    vec![n.name.0.clone()]
-                },
-                n,
-            )
-        })
-        .collect();
-    while let Some((path, node)) = pending.pop() {
-        match (node.kind, node.subtree) {
-            (NodeKind::Dir, Some(subtree)) => {
-                for child in repo.load_tree(&subtree).await?.nodes {
-                    let mut child_path = path.clone();
-                    child_path.push(child.name.0.clone());
-                    pending.push((child_path, child));
-                }
-            }
-            (NodeKind::File, _) => {
-                files.insert(path, node);
-            }
-            _ => {}
+    let mut walk = Walk::snapshot(repo, snapshot).await?;
+    while let Some((rel, node)) = walk.next().await? {
+        if node.kind == NodeKind::File {
+            let path = rel.iter().skip(usize::from(added_top));
+            files.insert(path.map(|part| part.as_bytes().to_vec()).collect(), node);
         }
     }
     Ok(files)

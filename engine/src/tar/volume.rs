@@ -30,7 +30,7 @@
 use std::ffi::OsStr;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ use crate::pipelines::restore::RestoreSummary;
 use crate::progress::Progress;
 use crate::registry;
 use crate::repo::reader::read_content;
-use crate::repo::walk::{load_dir, top_node};
+use crate::repo::walk::Walk;
 use crate::repo::Repository;
 use crate::runtime;
 
@@ -125,48 +125,30 @@ struct Reader {
 
 impl Reader {
     fn run(mut self, root: &crate::format::id::Id) -> Result<RestoreSummary> {
-        let top = runtime::wait(&self.rt, top_node(&self.repo, root))?;
-        let rel = PathBuf::from(OsStr::from_bytes(&top.name.0));
-        // Depth first without recursion: the directories being written and their entries
-        // still to come.
-        let mut open = Vec::new();
-        if let Some(children) = self.entry(&rel, &top)? {
-            open.push((rel, children));
-        }
-        while let Some((dir, children)) = open.last_mut() {
-            let Some(child) = children.next() else {
-                open.pop();
-                continue;
-            };
-            let rel = dir.join(OsStr::from_bytes(&child.name.0));
-            if let Some(children) = self.entry(&rel, &child)? {
-                open.push((rel, children));
-            }
+        let repo = Arc::clone(&self.repo);
+        let mut walk = runtime::wait(&self.rt, Walk::root(&repo, root))?;
+        while let Some((rel, node)) = runtime::wait(&self.rt, walk.next())? {
+            self.entry(&rel, &node)?;
         }
         send(&self.tx, &self.cancelled, Piece::End)?;
         Ok(self.summary)
     }
 
-    /// Sends one entry; for a directory, returns its entries.
-    fn entry(&mut self, rel: &Path, node: &Node) -> Result<Option<std::vec::IntoIter<Node>>> {
+    /// Sends one entry.
+    fn entry(&mut self, rel: &Path, node: &Node) -> Result<()> {
         let entry = entry(rel, node)?;
         match node.kind {
             NodeKind::Dir => {
                 send(&self.tx, &self.cancelled, Piece::Entry(Box::new(entry)))?;
-                let tree = runtime::wait(&self.rt, load_dir(&self.repo, rel, node))?;
                 self.summary.dirs += 1;
-                Ok(Some(tree.nodes.into_iter()))
             }
             NodeKind::Symlink => {
                 send(&self.tx, &self.cancelled, Piece::Entry(Box::new(entry)))?;
                 self.summary.symlinks += 1;
-                Ok(None)
             }
-            NodeKind::File => {
-                self.file(rel, node, entry)?;
-                Ok(None)
-            }
+            NodeKind::File => self.file(rel, node, entry)?,
         }
+        Ok(())
     }
 
     /// Sends a file's header and bytes, holding back its last blob (and the header, while
