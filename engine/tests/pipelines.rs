@@ -404,7 +404,9 @@ async fn the_walk_gives_every_entry_depth_first_in_name_order() {
     assert_eq!(walked, expected);
 
     // From a path, and without entering the directories skipped.
-    let mut walk = Walk::at(&repo, &snap, "dtr-registry-r1/_data/").await.unwrap();
+    let mut walk = Walk::at(&repo, &snap, "dtr-registry-r1/_data/")
+        .await
+        .unwrap();
     let mut walked = Vec::new();
     while let Some((rel, node)) = walk.next().await.unwrap() {
         if node.name.0 == b"docker" {

@@ -4,6 +4,7 @@
 //! every [`INDEX_EVERY_PACKS`] packs or [`INDEX_EVERY`], so an interrupted run leaves most
 //! of its packs indexed and the next run (backup or copy) reuses them.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,13 +81,13 @@ pub struct Packer {
     rt: tokio::runtime::Handle,
 }
 
-/// A sealed blob on its way into a pack.
+/// A sealed blob on its way into a pack: sealed here, or borrowed from another repository.
 struct Blob<'a> {
     kind: BlobKind,
     id: Id,
     compression: Compression,
     raw_length: usize,
-    sealed: &'a [u8],
+    sealed: Cow<'a, [u8]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -243,20 +244,30 @@ impl Packer {
     /// current pack filled up, the finished pack for the caller to [`submit`](Self::submit).
     /// From a blocking thread: starting a new data pack may wait on the store.
     pub fn add(&self, kind: BlobKind, plain: &[u8]) -> Result<(Id, Option<Pack>)> {
+        match self.claim_and_seal(kind, plain)? {
+            (id, Some(blob)) => Ok((id, self.push_blocking(&blob)?)),
+            (id, None) => Ok((id, None)),
+        }
+    }
+
+    /// The id of `plain` and, unless the repository has it already (or another worker is
+    /// storing it), the blob sealed for a pack.
+    fn claim_and_seal(&self, kind: BlobKind, plain: &[u8]) -> Result<(Id, Option<Blob<'static>>)> {
         let id = self.repo.keys().blob_id(plain);
         if !self.claim(&id)? {
             return Ok((id, None));
         }
         let (compression, stored) = compress(plain, self.repo.config().compression_level);
-        let sealed = self.repo.keys().seal(&stored);
-        let blob = Blob {
-            kind,
+        Ok((
             id,
-            compression,
-            raw_length: plain.len(),
-            sealed: &sealed,
-        };
-        Ok((id, self.push_blocking(&blob)?))
+            Some(Blob {
+                kind,
+                id,
+                compression,
+                raw_length: plain.len(),
+                sealed: Cow::Owned(self.repo.keys().seal(&stored)),
+            }),
+        ))
     }
 
     /// Adds a blob that is already compressed and sealed under this repository's keys (read
@@ -280,7 +291,7 @@ impl Packer {
             id,
             compression,
             raw_length,
-            sealed,
+            sealed: Cow::Borrowed(sealed),
         })
     }
 
@@ -315,7 +326,7 @@ impl Packer {
                 blob.id,
                 blob.compression,
                 blob.raw_length,
-                blob.sealed,
+                &blob.sealed,
             )?;
             match current.len() >= self.target_size {
                 true => Some(std::mem::take(&mut *current)),
@@ -395,22 +406,13 @@ impl Packer {
 
     /// Stores a blob from async code (trees): small, so sealed on the caller's thread.
     pub async fn add_async(&self, kind: BlobKind, plain: &[u8]) -> Result<Id> {
-        let id = self.repo.keys().blob_id(plain);
-        if !self.claim(&id)? {
-            return Ok(id);
-        }
-        let (compression, stored) = compress(plain, self.repo.config().compression_level);
-        let sealed = self.repo.keys().seal(&stored);
-        let blob = Blob {
-            kind,
-            id,
-            compression,
-            raw_length: plain.len(),
-            sealed: &sealed,
+        let blob = match self.claim_and_seal(kind, plain)? {
+            (_, Some(blob)) => blob,
+            (id, None) => return Ok(id),
         };
         let pack = self.push(&blob).await?;
         self.submit(pack).await?;
-        Ok(id)
+        Ok(blob.id)
     }
 
     /// Stores the last pack, waits for every upload, and indexes the packs not yet in an
