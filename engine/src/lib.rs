@@ -11,7 +11,7 @@
 //!
 //! | folder | what lives there |
 //! |---|---|
-//! | [`format`] | FORMAT.md as types and bytes: ids, sealing and keys, chunker, compression, packs, index files, trees, snapshots, marks, config |
+//! | [`format`](mod@format) | FORMAT.md as types and bytes: ids, sealing and keys, chunker, compression, packs, index files, trees, snapshots, marks, config |
 //! | [`gzip`] | gzip content: splitting a deflate stream into pieces and re-creating its exact bytes (preflate-rs) |
 //! | `repo` | a repository on a Store: open and init, the cache-backed index, the packer, commit, Object Lock, the one verified reader and the tree walker |
 //! | `registry` | the registry v2 path grammar, partial restores by repository and tag, snapshot diffs |

@@ -1,6 +1,6 @@
 //! Index files (FORMAT.md, "Index files"): the magic `STWIDX01`, then per pack its id, the
 //! number of its entries and the entries as in pack headers. The plaintext is sealed like
-//! every object; [`crate::repo::index`] reads them into the local cache.
+//! every object; `repo::index` reads them into the local cache.
 
 use crate::error::{Error, Result};
 use crate::format::id::Id;

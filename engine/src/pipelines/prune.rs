@@ -34,7 +34,7 @@ use crate::runtime;
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
     /// How long a marked pack is kept before a later prune may delete it. Longer than the
-    /// longest backup, plus [`marks::SAFETY_MARGIN`].
+    /// longest backup, plus [`SAFETY_MARGIN`](crate::format::marks::SAFETY_MARGIN).
     pub grace: Duration,
     /// Packs with at least this fraction of their bytes unneeded are repacked.
     pub repack_unused: f64,

@@ -9,13 +9,14 @@
 //! | `b` + blob id | pack id + pack entry (78 bytes) |
 //! | `x` + index file id | empty: that index file is already in the cache |
 //! | `p` + pack id | empty: an index file names that pack |
-//! | `d` + sha256 digest | a registry blob's size and content blob ids |
+//! | `D` + sha256 digest | a registry blob's size and content (chunks or gzip content) |
 //! | `u` + pack id | a pack this host stored that no index file names yet, and its entries |
 //! | `s-rebuild` | empty: a rebuild is under way (an interrupted one starts over) |
 //! | `s-marked` | the packs marked at the last sync (ids, concatenated) |
 //!
 //! Deleting the cache loses nothing: [`Index::sync`] rebuilds it from `index/`. The `u`
-//! records only let the next run index the packs a killed run stored ([`Index::adopt`]).
+//! records only let the next run index the packs a killed run stored
+//! ([`adopt_unindexed`](crate::repo::packer::adopt_unindexed)).
 //!
 //! The index also knows which packs a prune has marked (FORMAT.md, "Prune"): a blob whose
 //! only known copy is in a marked pack can still be read but is not [`usable`](Index::usable)
