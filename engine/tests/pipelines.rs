@@ -426,3 +426,91 @@ async fn the_walk_gives_every_entry_depth_first_in_name_order() {
     let missing = Walk::at(&repo, &snap, "dtr-registry-r1/nothing").await;
     assert!(matches!(missing, Err(Error::Usage(_))));
 }
+
+/// Everything about the tree under `root` that a write through it would change: each
+/// entry's path, type, mode, owner, mtime and content (or link target).
+fn fingerprint(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = path.symlink_metadata().unwrap();
+        let content = if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+            String::new()
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&path).unwrap().display().to_string()
+        } else {
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&path).unwrap()))
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {}.{} {content}",
+            path.strip_prefix(root).unwrap().display(),
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_over_symlinked_directories_writes_nothing_outside_the_target() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+    let top = "dtr-registry-r1";
+    let layers = "dtr-registry-r1/_data/docker/registry/v2/repositories/team/app/_layers";
+    for (n, planted) in [top, "dtr-registry-r1/_data", layers].into_iter().enumerate() {
+        // Outside the target: a tree of the same shape (so that a write through the link
+        // would land), and a private directory of another user.
+        let outside = f.out.with_file_name(format!("outside-{n}"));
+        std::fs::create_dir_all(outside.join("_data/docker/registry/v2")).unwrap();
+        std::fs::write(outside.join("_data/notes.txt"), b"not the snapshot's").unwrap();
+        std::fs::create_dir(outside.join("private")).unwrap();
+        std::fs::set_permissions(
+            outside.join("private"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        // Another user's, where the test may give it away (as root).
+        match std::os::unix::fs::lchown(outside.join("private"), Some(4321), Some(4321)) {
+            Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => panic!("chown: {e}"),
+            _ => {}
+        }
+        let before = fingerprint(&outside);
+
+        let target_dir = f.out.with_file_name(format!("target-{n}"));
+        let restore_once = || async {
+            restore(
+                repo.clone(),
+                &snap,
+                Arc::new(FsTarget::new(&target_dir).unwrap()),
+                RestoreOptions {
+                    overwrite: true,
+                    ..RestoreOptions::default()
+                },
+                Arc::new(NoProgress),
+            )
+            .await
+        };
+        restore_once().await.unwrap();
+        let at = target_dir.join(planted);
+        std::fs::remove_dir_all(&at).unwrap();
+        symlink(&outside, &at).unwrap();
+        restore_once().await.unwrap();
+
+        assert_eq!(fingerprint(&outside), before, "{planted}: written through");
+        assert!(
+            !at.symlink_metadata().unwrap().file_type().is_symlink(),
+            "{planted}: the symlink is replaced by the snapshot's directory"
+        );
+        let diffs = tree_differences(&f.volume, &target_dir.join(top));
+        assert!(diffs.is_empty(), "{planted}:\n{}", diffs.join("\n"));
+    }
+}

@@ -1,12 +1,16 @@
 //! Where a restore writes: the [`Target`] trait and the filesystem target.
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{lchown, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-use filetime::FileTime;
+use rustix::fs::{self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec};
+use rustix::fs::{Timestamps, Uid};
+use rustix::io::Errno;
 
 use crate::source::{EntryKind, EntryMeta};
 
@@ -30,31 +34,120 @@ pub trait Target: Send + Sync {
 }
 
 /// Restores into a directory on a local or mounted filesystem.
+///
+/// The root is opened once; every path below it is resolved from there without following
+/// a symlink (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH`, or one `O_NOFOLLOW`
+/// directory at a time where the kernel lacks it), and every operation is relative to the
+/// directory so opened. A restore therefore never writes through a symlink it did not
+/// create: a symlink standing where the snapshot has a directory is replaced by the
+/// directory, and one standing where it has a file or a symlink is replaced by that.
+/// Directories are created 0700 and get their own mode only when their contents are done.
 #[derive(Debug, Clone)]
 pub struct FsTarget {
     root: PathBuf,
+    root_dir: Arc<OwnedFd>,
     chown: bool,
 }
 
 impl FsTarget {
     /// A target rooted at `root` (created when missing). Owners are restored when running as
-    /// root, as `tar` does.
+    /// root, as `tar` does. The root itself may be reached through symlinks: it is the
+    /// caller's choice.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root)?;
+        let root_dir = rfs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let chown = unsafe { libc::geteuid() } == 0;
-        Ok(Self { root, chown })
+        Ok(Self {
+            root,
+            root_dir: Arc::new(root_dir),
+            chown,
+        })
     }
 
-    fn full(&self, rel: &Path) -> PathBuf {
-        self.root.join(rel)
+    /// The directory holding `rel`, opened without following a symlink, and `rel`'s name.
+    fn parent<'p>(&self, rel: &'p Path) -> io::Result<(OwnedFd, &'p OsStr)> {
+        let name = rel
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no name"))?;
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        let opened = open_beneath(&self.root_dir, dir).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => e,
+            _ if e.raw_os_error() == Some(libc::ELOOP)
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                io::Error::other(format!(
+                    "{} under {} is not a directory (a symlink or a file stands in the \
+                     path); the restore does not write through it",
+                    dir.display(),
+                    self.root.display()
+                ))
+            }
+            _ => e,
+        })?;
+        Ok((opened, name))
+    }
+}
+
+const DIR_FLAGS: OFlags = OFlags::PATH.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+/// Opens directory `rel` below `root`, following no symlink and never leaving `root`.
+fn open_beneath(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let path = match rel.as_os_str().is_empty() {
+        true => Path::new("."),
+        false => rel,
+    };
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH;
+    loop {
+        match rfs::openat2(
+            root,
+            path,
+            DIR_FLAGS | OFlags::NOFOLLOW,
+            Mode::empty(),
+            resolve,
+        ) {
+            // A rename elsewhere on the filesystem raced the lookup: try again.
+            Err(Errno::AGAIN) => continue,
+            // Kernels before 5.6, or a sandbox that filters the call.
+            Err(Errno::NOSYS) | Err(Errno::PERM) => return open_stepwise(root, rel),
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// [`open_beneath`] one directory at a time, each opened with `O_NOFOLLOW`.
+fn open_stepwise(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let mut dir = rfs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
+    for part in rel.components() {
+        let Component::Normal(name) = part else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} leaves the target", rel.display()),
+            ));
+        };
+        dir = rfs::openat(&dir, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+    }
+    Ok(dir)
+}
+
+/// What stands at `name` in `dir`, not following a symlink; `None` when nothing does.
+fn kind_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileType>> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(FileType::from_raw_mode(stat.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 struct FsSink {
-    temp: PathBuf,
-    dest: PathBuf,
+    dir: OwnedFd,
+    temp: OsString,
+    name: OsString,
     file: Option<File>,
 }
 
@@ -78,7 +171,8 @@ impl FileSink for FsSink {
     fn commit(mut self: Box<Self>) -> io::Result<()> {
         if let Some(file) = self.file.take() {
             drop(file);
-            fs::rename(&self.temp, &self.dest)?;
+            // Replaces whatever stands at the name, a symlink included, without following it.
+            rfs::renameat(&self.dir, &self.temp, &self.dir, &self.name)?;
         }
         Ok(())
     }
@@ -87,66 +181,95 @@ impl FileSink for FsSink {
 impl Drop for FsSink {
     fn drop(&mut self) {
         if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp);
+            let _ = rfs::unlinkat(&self.dir, &self.temp, AtFlags::empty());
         }
     }
 }
 
 impl Target for FsTarget {
     fn exists(&self, rel: &Path) -> io::Result<bool> {
-        match fs::symlink_metadata(self.full(rel)) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
+        let (dir, name) = match self.parent(rel) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(kind_at(&dir, name)?.is_some())
     }
 
     fn create_dir(&self, rel: &Path) -> io::Result<()> {
-        match fs::create_dir(self.full(rel)) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.full(rel).is_dir() => Ok(()),
-            other => other,
+        let (dir, name) = self.parent(rel)?;
+        match kind_at(&dir, name)? {
+            Some(FileType::Directory) => return Ok(()),
+            Some(FileType::Symlink) => rfs::unlinkat(&dir, name, AtFlags::empty())?,
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{}: a file stands where the snapshot has a directory",
+                        rel.display()
+                    ),
+                ))
+            }
+            None => {}
+        }
+        match rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            // Another writer made it meanwhile: fine if it is a directory.
+            Err(Errno::EXIST) if kind_at(&dir, name)? == Some(FileType::Directory) => Ok(()),
+            other => other.map_err(io::Error::from),
         }
     }
 
     fn create_file(&self, rel: &Path) -> io::Result<Box<dyn FileSink>> {
-        let dest = self.full(rel);
-        if dest.file_name().is_none() {
-            return Err(io::Error::other("file path has no name"));
-        }
+        let (dir, name) = self.parent(rel)?;
         // Short, whatever the name's length: a 255-byte name must restore too.
-        let temp = dest.with_file_name(format!(".stowage-restore-{:016x}", rand::random::<u64>()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
+        let temp = OsString::from(format!(".stowage-restore-{:016x}", rand::random::<u64>()));
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file = File::from(rfs::openat(&dir, &temp, flags, Mode::from_raw_mode(0o600))?);
         Ok(Box::new(FsSink {
+            dir,
             temp,
-            dest,
+            name: name.to_os_string(),
             file: Some(file),
         }))
     }
 
     fn symlink(&self, rel: &Path, target: &[u8]) -> io::Result<()> {
-        let path = self.full(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => fs::remove_file(&path)?,
-            _ => {}
+        let (dir, name) = self.parent(rel)?;
+        if kind_at(&dir, name)? == Some(FileType::Symlink) {
+            rfs::unlinkat(&dir, name, AtFlags::empty())?;
         }
-        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
+        rfs::symlinkat(OsStr::from_bytes(target), &dir, name)?;
+        Ok(())
     }
 
     fn set_meta(&self, rel: &Path, meta: &EntryMeta) -> io::Result<()> {
-        let path = self.full(rel);
+        let (dir, name) = self.parent(rel)?;
+        let is_symlink = kind_at(&dir, name)? == Some(FileType::Symlink);
+        if is_symlink != (meta.kind == EntryKind::Symlink) {
+            return Err(io::Error::other(format!(
+                "{}: something else replaced what the restore wrote there",
+                rel.display()
+            )));
+        }
         if self.chown {
-            lchown(&path, Some(meta.uid), Some(meta.gid))?;
+            let (uid, gid) = (Uid::from_raw(meta.uid), Gid::from_raw(meta.gid));
+            rfs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
         }
-        let mtime = FileTime::from_unix_time(meta.mtime.secs, meta.mtime.nanos);
-        if meta.kind == EntryKind::Symlink {
-            return filetime::set_symlink_file_times(&path, mtime, mtime);
+        // chmod after chown: chown clears setuid/setgid bits. Symlinks have no mode of their
+        // own; the check above makes sure this one follows none.
+        if !is_symlink {
+            rfs::chmodat(&dir, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
         }
-        // chmod after chown: chown clears setuid/setgid bits.
-        fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode))?;
-        filetime::set_file_times(&path, mtime, mtime)
+        let time = Timespec {
+            tv_sec: meta.mtime.secs,
+            tv_nsec: meta.mtime.nanos.into(),
+        };
+        let times = Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        rfs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(())
     }
 }
