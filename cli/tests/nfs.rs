@@ -112,6 +112,18 @@ fn a_volume_on_an_export_backs_up_through_nfs_and_restores_exactly() {
     assert_same_tree(&reference, &root);
     let leftovers = stowage_backends::testing::temp_files(&root);
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // A symlink where the snapshot has a directory is replaced, and nothing is written
+    // through it.
+    let outside = s.path("outside");
+    std::fs::create_dir_all(outside.join("docker")).expect("mkdir");
+    std::fs::write(outside.join("docker/keep"), b"not the snapshot's").expect("write");
+    let outside_before = copy_tree(&outside, &s.path("outside-reference"));
+    std::fs::remove_dir_all(root.join("_data")).expect("remove _data");
+    std::os::unix::fs::symlink(&outside, root.join("_data")).expect("symlink");
+    s.ok(&["restore", "latest", "--target", &url, "--overwrite"]);
+    assert_same_tree(&outside_before, &outside);
+    assert_same_tree(&reference, &root);
 }
 
 #[test]

@@ -118,10 +118,21 @@ impl Target for NfsTarget {
         }
         block_on(&self.handle, async {
             let (parent, name) = self.parent(&inner).await?;
-            let fh = self
-                .client
-                .mkdir(&self.what(&inner), &parent, name, 0o700)
-                .await?;
+            let what = self.what(&inner);
+            let fh = match self.client.mkdir(&what, &parent, name, 0o700).await {
+                // A symlink where the snapshot has a directory is replaced, never followed
+                // (NFS resolves nothing itself: a write below it would fail, not land
+                // outside).
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                    let (_, attr) = self.client.lookup(&what, &parent, name).await?;
+                    if attr.type_ != ftype3::NF3LNK {
+                        return Err(e);
+                    }
+                    self.client.remove(&what, &parent, name).await?;
+                    self.client.mkdir(&what, &parent, name, 0o700).await?
+                }
+                other => other?,
+            };
             self.dirs
                 .lock()
                 .expect("dir cache")
