@@ -137,6 +137,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,6 +155,20 @@ fn main() -> ExitCode {
             exit_code(&e)
         }
     }
+}
+
+/// Log events (store requests, retries, slow calls) go to stderr: warnings by default, so
+/// that retries and slow requests show; `STOWAGE_LOG` takes a `tracing` filter
+/// (`STOWAGE_LOG=debug`, `STOWAGE_LOG=stowage_backends::logging=trace`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOWAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
 }
 
 /// The exit status of a failed command (README, "Exit status"): 10 when there is no

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use stowage_backends::fs::FsStore;
+use stowage_backends::logging::LoggingStore;
 use stowage_backends::source::{FsSource, Source};
 use stowage_backends::target::{FsTarget, Target};
 use stowage_backends::{KvStore, MemoryKv, Store};
@@ -89,6 +90,10 @@ impl Context {
 
     /// The store at `location`, which must exist.
     pub async fn open_store(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(logged(self.open_bare_store(location).await?))
+    }
+
+    async fn open_bare_store(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
         // A missing directory or export path: no repository there (yet).
         let missing = |e: std::io::Error, detail: &str| -> anyhow::Error {
             match e.kind() {
@@ -115,17 +120,17 @@ impl Context {
 
     /// The store for a new repository (a directory is created; a bucket must exist).
     pub async fn create_store(&self, location: &str) -> anyhow::Result<Arc<dyn Store>> {
-        match Location::parse(location)? {
-            Location::S3(url) => Ok(Arc::new(S3Store::open(url, &self.s3).await?)),
-            Location::Nfs(url) => Ok(Arc::new(
+        Ok(logged(match Location::parse(location)? {
+            Location::S3(url) => Arc::new(S3Store::open(url, &self.s3).await?),
+            Location::Nfs(url) => Arc::new(
                 NfsStore::create(&url)
                     .await
                     .with_context(|| format!("creating {location}"))?,
-            )),
-            Location::Dir(path) => Ok(Arc::new(
-                FsStore::create(&path).with_context(|| format!("creating {location}"))?,
-            )),
-        }
+            ),
+            Location::Dir(path) => {
+                Arc::new(FsStore::create(&path).with_context(|| format!("creating {location}"))?)
+            }
+        }))
     }
 
     /// What a backup reads: a directory, a registry in a bucket (the s3 driver's settings) or
@@ -259,4 +264,10 @@ pub fn password_from(
         bail!("the passwords differ");
     }
     Ok(password.into_bytes())
+}
+
+/// Every store the CLI opens logs its requests (`tracing`): slow ones at `warn`, all of them
+/// with `STOWAGE_LOG=debug`.
+fn logged(store: Arc<dyn Store>) -> Arc<dyn Store> {
+    Arc::new(LoggingStore::new(store))
 }

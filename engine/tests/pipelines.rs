@@ -443,7 +443,9 @@ fn fingerprint(root: &Path) -> Vec<String> {
         } else if meta.file_type().is_symlink() {
             std::fs::read_link(&path).unwrap().display().to_string()
         } else {
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&path).unwrap()))
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                std::fs::read(&path).unwrap(),
+            ))
         };
         out.push(format!(
             "{} {:o} {}:{} {}.{} {content}",
@@ -466,7 +468,10 @@ async fn a_restore_over_symlinked_directories_writes_nothing_outside_the_target(
     let (_, snap) = run_backup(&repo, &f.volume).await;
     let top = "dtr-registry-r1";
     let layers = "dtr-registry-r1/_data/docker/registry/v2/repositories/team/app/_layers";
-    for (n, planted) in [top, "dtr-registry-r1/_data", layers].into_iter().enumerate() {
+    for (n, planted) in [top, "dtr-registry-r1/_data", layers]
+        .into_iter()
+        .enumerate()
+    {
         // Outside the target: a tree of the same shape (so that a write through the link
         // would land), and a private directory of another user.
         let outside = f.out.with_file_name(format!("outside-{n}"));
