@@ -51,7 +51,7 @@ pub use format::id::Id;
 pub use format::snapshot::{Snapshot, SourceRef, Summary};
 pub use format::tree::{Node, NodeKind};
 pub use progress::{NoProgress, Progress};
-pub use repo::{Config, InitOptions, Repository, FORMAT_VERSION};
+pub use repo::{Config, DamagedSnapshot, InitOptions, Repository, SnapshotList, FORMAT_VERSION};
 
 // The pipelines' entry points and their options and reports.
 pub use pipelines::backup::{backup, BackupOptions, RACY_MARGIN};

@@ -55,7 +55,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         let mut ids = Vec::new();
         for spec in &args.snapshots {
-            ids.push(repo.find_snapshot(spec).await?.0);
+            // Damaged ones too: removing them is how an operator clears them.
+            ids.push(repo.find_snapshot_id(spec).await?);
         }
         ids.sort();
         ids.dedup();

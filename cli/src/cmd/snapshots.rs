@@ -1,5 +1,7 @@
 use std::process::ExitCode;
 
+use stowage_engine::SnapshotList;
+
 use super::{human_bytes, print_json};
 use crate::open::Context;
 
@@ -12,9 +14,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let snapshots = repo.snapshots().await?;
+    let SnapshotList { snapshots, damaged } = repo.snapshot_list().await?;
     if args.json {
-        let rows: Vec<_> = snapshots
+        let mut rows: Vec<_> = snapshots
             .iter()
             .map(|(id, s)| {
                 let mut row = serde_json::to_value(s).unwrap_or_default();
@@ -23,6 +25,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 row
             })
             .collect();
+        // Damaged objects: only what is known of them.
+        rows.extend(damaged.iter().map(
+            |d| serde_json::json!({ "id": d.id, "short_id": d.id.short(), "damaged": d.reason }),
+        ));
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -41,6 +47,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             s.source.uri
         );
     }
+    for d in &damaged {
+        println!("{:<8}  DAMAGED: {}", d.id.short(), d.reason);
+    }
     println!("{} snapshot(s)", snapshots.len());
+    for d in &damaged {
+        eprintln!("warning: {}", d.warning());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::Id;
 use crate::format::pack::{verified_header, Pack};
 use crate::format::tree::NodeKind;
 use crate::progress::Progress;
+use crate::repo::index::{list_index_files, read_index_file};
 use crate::repo::walk::{each_tree, Walk};
-use crate::repo::Repository;
+use crate::repo::{DamagedSnapshot, Repository, SnapshotList};
 use crate::runtime;
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -60,6 +61,31 @@ pub async fn check(
         .collect();
     report.packs = packs.len();
 
+    // Every index file authenticates and decodes: read from the store, not the cache, which
+    // would hide one damaged after it was cached.
+    let index_files = list_index_files(repo.store().as_ref()).await?;
+    let mut reads = futures::stream::iter(index_files)
+        .map(|id| {
+            let repo = &repo;
+            async move {
+                (
+                    id,
+                    read_index_file(repo.store().as_ref(), repo.keys(), id).await,
+                )
+            }
+        })
+        .buffer_unordered(8);
+    while let Some((id, read)) = reads.next().await {
+        match read {
+            Ok(_) => {}
+            Err(Error::Store(e)) if e.is_not_found() => {}
+            Err(e) if e.kind() == ErrorKind::Damaged => report.errors.push(format!(
+                "index file {id} is damaged ({e}); the packs only it names look unindexed"
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+
     // The index may only name packs that exist.
     let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
     repo.index()
@@ -84,8 +110,11 @@ pub async fn check(
     }
 
     // Every snapshot's trees load, and every blob they name is indexed.
-    let snapshots = repo.snapshots().await?;
+    let SnapshotList { snapshots, damaged } = repo.snapshot_list().await?;
     report.snapshots = snapshots.len();
+    report
+        .errors
+        .extend(damaged.iter().map(DamagedSnapshot::warning));
     let mut seen_trees = HashSet::new();
     progress.phase("check snapshots", None);
     for (id, snap) in &snapshots {

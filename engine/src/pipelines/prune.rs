@@ -28,7 +28,7 @@ use crate::format::pack::{Pack, PackEntry};
 use crate::progress::Progress;
 use crate::repo::index::{self, Location};
 use crate::repo::packer::Packer;
-use crate::repo::Repository;
+use crate::repo::{Repository, SnapshotList};
 use crate::runtime;
 
 #[derive(Debug, Clone)]
@@ -297,10 +297,41 @@ pub async fn prune(
     // Snapshots first: the index files and packs each one needs were written before it, so
     // the inventory read next has them all. A snapshot written later is not seen; its
     // backup checked the marks before writing it (see `crate::format::marks`).
-    let snapshots = repo.snapshots().await?;
+    let SnapshotList { snapshots, damaged } = repo.snapshot_list().await?;
+    // What a damaged snapshot needs cannot be known: pruning now could delete the only copy
+    // of data it could still be restored from once its object is put back.
+    if let Some(first) = damaged.first() {
+        return Err(Error::corrupt(
+            format!("snapshots/{}", first.id),
+            format!(
+                "{} damaged snapshot(s), e.g. {}: {}. Prune changed nothing: it cannot know \
+                 what they need. Forget them (`stowage forget {}`) or put the objects back \
+                 from a copy, then prune",
+                damaged.len(),
+                first.id.short(),
+                first.reason,
+                damaged
+                    .iter()
+                    .map(|d| d.id.short())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ));
+    }
     repo.index()
         .sync(repo.store().as_ref(), repo.keys())
         .await?;
+    // The packs only a damaged index file names look unindexed: prune would delete them.
+    if let Some((first, why)) = repo.index().damaged().first() {
+        return Err(Error::corrupt(
+            format!("index/{first}"),
+            format!(
+                "{why}. Prune changed nothing: the packs this index file names would look \
+                 unused and be deleted. Put the object back from a copy of the repository, \
+                 then prune again"
+            ),
+        ));
+    }
     let needed = crate::repo::reach::reachable(&repo, snapshots.iter().map(|(_, s)| s))
         .await
         .map_err(|e| {

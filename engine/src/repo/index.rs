@@ -26,10 +26,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use stowage_backends::{KvStore, Store};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::crypto::Keys;
 use crate::format::id::Id;
 use crate::format::index_file::{decode_index_file, encode_entries, PackList};
@@ -111,6 +111,8 @@ pub struct Index {
     kv: Arc<dyn KvStore>,
     /// Packs marked by a prune, as of the last sync.
     marked: Arc<RwLock<HashSet<Id>>>,
+    /// Index files that did not authenticate or decode at the last sync, and why.
+    damaged: Arc<RwLock<Vec<(Id, String)>>>,
 }
 
 /// What a sync did.
@@ -125,6 +127,7 @@ impl Index {
         Index {
             kv,
             marked: Arc::default(),
+            damaged: Arc::default(),
         }
     }
 
@@ -277,11 +280,23 @@ impl Index {
         }
         let missing: Vec<Id> = listed.difference(&known).copied().collect();
         report.index_files_read = missing.len();
-        futures::stream::iter(missing)
-            .map(|id| async move { Ok::<_, Error>((id, read_index_file(store, keys, id).await?)) })
-            .buffer_unordered(8)
-            .try_for_each(|(id, packs)| async move { self.add(id, &packs) })
-            .await?;
+        // A damaged index file is left out and named: the rest still index their packs. It
+        // is read again at every sync, so the damage stays visible until it is repaired.
+        let mut reads = futures::stream::iter(missing)
+            .map(|id| async move { (id, read_index_file(store, keys, id).await) })
+            .buffer_unordered(8);
+        let mut damaged = Vec::new();
+        while let Some((id, read)) = reads.next().await {
+            match read {
+                Ok(packs) => self.add(id, &packs)?,
+                // Rewritten by a prune since the listing.
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(e) if e.kind() == ErrorKind::Damaged => damaged.push((id, e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        damaged.sort();
+        *self.damaged.write().unwrap_or_else(|e| e.into_inner()) = damaged;
         let marked: Vec<u8> = marked.iter().flat_map(|id| id.0).collect();
         self.kv
             .put_batch(&[(MARKED_AT_LAST_SYNC.to_vec(), marked)])?;
@@ -289,6 +304,15 @@ impl Index {
             self.kv.delete_batch(&[REBUILD_PENDING.to_vec()])?;
         }
         Ok(report)
+    }
+
+    /// The index files the last sync could not use (they do not authenticate or decode),
+    /// and why. The packs only they name look unindexed.
+    pub fn damaged(&self) -> Vec<(Id, String)> {
+        self.damaged
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn marked_at_last_sync(&self) -> Result<HashSet<Id>> {

@@ -20,12 +20,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stowage_backends::{KvStore, Store};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunker::{Chunker, ChunkerParams};
 use crate::format::compress::decompress;
 pub use crate::format::config::{Config, FORMAT_VERSION};
@@ -181,6 +181,12 @@ impl Repository {
         let keys = keys?;
         let index = Index::new(cache?);
         index.sync(store.as_ref(), &keys).await?;
+        for (id, why) in index.damaged() {
+            tracing::warn!(
+                "index file {id} is damaged and left out ({why}); `stowage check` tells what \
+                 it affects"
+            );
+        }
         Ok(Repository {
             store,
             keys,
@@ -190,21 +196,36 @@ impl Repository {
         })
     }
 
-    /// The repository's keys, from the first key file the password opens.
+    /// The repository's keys, from the first key file the password opens. Key files that
+    /// do not parse (damage, a stray file) are skipped with a warning while another opens.
     async fn unlock(store: &dyn Store, password: &[u8], config_hash: Id) -> Result<Keys> {
         let key_objects = store.list("keys/").await?;
         let mut mismatch = None;
+        let mut damaged = Vec::new();
         for meta in &key_objects {
             let bytes = store.get(&meta.key).await?;
-            let file: KeyFile = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::corrupt(meta.key.clone(), e.to_string()))?;
+            let file: KeyFile = match serde_json::from_slice(&bytes) {
+                Ok(file) => file,
+                Err(e) => {
+                    damaged.push(Error::corrupt(
+                        meta.key.clone(),
+                        format!("not a key file: {e}"),
+                    ));
+                    continue;
+                }
+            };
             let password = password.to_vec();
             let opened = runtime::blocking("key derivation", move || {
                 file.unwrap(&password, config_hash)
             })
             .await?;
             match opened {
-                Ok(Some(keys)) => return Ok(keys),
+                Ok(Some(keys)) => {
+                    for e in &damaged {
+                        tracing::warn!("{e}; skipped (another key file opened the repository)");
+                    }
+                    return Ok(keys);
+                }
                 Ok(None) => {}
                 // A key for another config (left by an `init` that failed before writing
                 // its config): not this repository's key; another one may open.
@@ -212,9 +233,12 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        Err(mismatch.unwrap_or(Error::WrongPassword {
-            keys: key_objects.len(),
-        }))
+        let readable = key_objects.len() - damaged.len();
+        match (readable, damaged.pop()) {
+            // Nothing the password could be tried on.
+            (0, Some(e)) => Err(e),
+            _ => Err(mismatch.unwrap_or(Error::WrongPassword { keys: readable })),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -335,8 +359,10 @@ impl Repository {
         serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key.clone(), e.to_string()))
     }
 
-    /// All snapshots, oldest first.
-    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+    /// Every snapshot that loads, oldest first, and every `snapshots/` object that does not
+    /// authenticate or parse (damage, or a stray file), by name: one bad object never hides
+    /// the others.
+    pub async fn snapshot_list(&self) -> Result<SnapshotList> {
         let ids: Vec<Id> = self
             .store
             .list("snapshots/")
@@ -344,26 +370,107 @@ impl Repository {
             .iter()
             .filter_map(|m| m.key.strip_prefix("snapshots/")?.parse().ok())
             .collect();
-        let mut snapshots: Vec<(Id, Snapshot)> = futures::stream::iter(ids)
-            .map(|id| async move {
-                match self.load_json("snapshots", &id).await {
-                    Ok(snapshot) => Ok(Some((id, snapshot))),
-                    // Forgotten since the listing.
-                    Err(Error::Store(e)) if e.is_not_found() => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .buffer_unordered(16)
-            .try_filter_map(|found| async move { Ok(found) })
-            .try_collect()
-            .await?;
-        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(snapshots)
+        let mut loads = futures::stream::iter(ids)
+            .map(|id| async move { (id, self.load_json::<Snapshot>("snapshots", &id).await) })
+            .buffer_unordered(16);
+        let mut list = SnapshotList::default();
+        while let Some((id, loaded)) = loads.next().await {
+            match loaded {
+                Ok(snapshot) => list.snapshots.push((id, snapshot)),
+                // Forgotten since the listing.
+                Err(Error::Store(e)) if e.is_not_found() => {}
+                Err(e) if e.kind() == ErrorKind::Damaged => list.damaged.push(DamagedSnapshot {
+                    id,
+                    reason: e.to_string(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        list.snapshots
+            .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        list.damaged.sort_by_key(|d| d.id);
+        Ok(list)
     }
 
-    /// The snapshot `spec` names: `latest`, an id, or a unique id prefix.
+    /// Every snapshot that loads, oldest first. The damaged ones are left out, each with a
+    /// warning (the log) that names it.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let list = self.snapshot_list().await?;
+        for damaged in &list.damaged {
+            tracing::warn!("{}", damaged.warning());
+        }
+        Ok(list.snapshots)
+    }
+
+    /// The snapshot `spec` names: `latest` (the latest that loads), an id, or a unique id
+    /// prefix. A damaged snapshot it names is an error that says so.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let all = self.snapshots().await?;
-        snapshot::select(spec, &all).cloned()
+        let list = self.snapshot_list().await?;
+        match snapshot::select(spec, &list.snapshots) {
+            Ok(found) => Ok(found.clone()),
+            Err(e) => match list.damaged_named(spec) {
+                Some(damaged) => Err(Error::corrupt(
+                    format!("snapshots/{}", damaged.id),
+                    format!(
+                        "the snapshot is damaged ({}); `stowage forget {}` removes it",
+                        damaged.reason,
+                        damaged.id.short()
+                    ),
+                )),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The id of the snapshot `spec` names, damaged or not (for `forget`).
+    pub async fn find_snapshot_id(&self, spec: &str) -> Result<Id> {
+        let list = self.snapshot_list().await?;
+        match snapshot::select(spec, &list.snapshots) {
+            Ok((id, _)) => Ok(*id),
+            Err(e) => list.damaged_named(spec).map(|d| d.id).ok_or(e),
+        }
+    }
+}
+
+/// What [`Repository::snapshot_list`] found.
+#[derive(Debug, Default)]
+pub struct SnapshotList {
+    /// Oldest first.
+    pub snapshots: Vec<(Id, Snapshot)>,
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+impl SnapshotList {
+    /// The damaged snapshot an id or unique id prefix names (never `latest`).
+    fn damaged_named(&self, spec: &str) -> Option<&DamagedSnapshot> {
+        let spec = spec.to_ascii_lowercase();
+        let mut named = self
+            .damaged
+            .iter()
+            .filter(|d| !spec.is_empty() && spec != "latest" && d.id.to_hex().starts_with(&spec));
+        match (named.next(), named.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// A `snapshots/` object that does not authenticate or parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DamagedSnapshot {
+    pub id: Id,
+    pub reason: String,
+}
+
+impl DamagedSnapshot {
+    /// What to tell the user: which object, why, and what to do.
+    pub fn warning(&self) -> String {
+        format!(
+            "snapshot {} is damaged and left out: {}; `stowage forget {}` removes it, or put \
+             the object back from a copy",
+            self.id.short(),
+            self.reason,
+            self.id.short()
+        )
     }
 }
