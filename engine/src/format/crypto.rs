@@ -205,6 +205,15 @@ fn cipher(key: &[u8; 32]) -> Arc<LessSafeKey> {
     Arc::new(LessSafeKey::new(unbound))
 }
 
+/// The most memory a key file's argon2id may ask for, in KiB (1 GiB; stowage writes 19 MiB).
+const MAX_M_COST: u32 = 1 << 20;
+/// The most passes (stowage writes 2).
+const MAX_T_COST: u32 = 32;
+/// The most lanes (stowage writes 1).
+const MAX_P_COST: u32 = 16;
+/// The most memory times passes, in KiB-passes (4 GiB: a few seconds on a small machine).
+const MAX_KDF_WORK: u64 = 4 << 20;
+
 /// argon2id parameters, stored with each key file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
@@ -228,6 +237,28 @@ impl KdfParams {
         }
     }
 
+    /// Refuses parameters no stowage writes and that would exhaust the machine: a key file
+    /// comes from the store, and whoever can write there could ask for 4 TiB of memory or
+    /// a billion passes before the password is even tried.
+    fn check_bounds(&self) -> Result<()> {
+        let bounded = (1..=MAX_P_COST).contains(&self.p_cost)
+            && (1..=MAX_T_COST).contains(&self.t_cost)
+            && self.m_cost <= MAX_M_COST
+            && u64::from(self.m_cost) * u64::from(self.t_cost) <= MAX_KDF_WORK;
+        match bounded {
+            true => Ok(()),
+            false => Err(Error::corrupt(
+                "key file",
+                format!(
+                    "argon2 parameters out of bounds (m_cost {} KiB, t_cost {}, p_cost {}; at \
+                     most {MAX_M_COST} KiB, {MAX_T_COST} passes, {MAX_P_COST} lanes and \
+                     {MAX_KDF_WORK} KiB-passes in all)",
+                    self.m_cost, self.t_cost, self.p_cost
+                ),
+            )),
+        }
+    }
+
     /// The wrapping key for `password`: sealing keys only (no id key).
     fn derive(&self, password: &[u8]) -> Result<Keys> {
         if self.algorithm != "argon2id" {
@@ -236,6 +267,7 @@ impl KdfParams {
                 format!("unknown KDF {:?}", self.algorithm),
             ));
         }
+        self.check_bounds()?;
         let salt = B64
             .decode(&self.salt)
             .map_err(|_| Error::corrupt("key file", "salt is not base64"))?;
@@ -379,6 +411,32 @@ mod tests {
         let opened = file.unwrap(b"pw", config).expect("unwrap").expect("opens");
         assert_eq!(opened.blob_id(b"a"), keys.blob_id(b"a"));
         assert!(file.unwrap(b"pw", Id::hash_of(b"other config")).is_err());
+    }
+
+    #[test]
+    fn hostile_kdf_parameters_are_refused_before_any_work() {
+        let (_, raw) = RawKeys::generate();
+        let config = Id::hash_of(b"config");
+        let file = KeyFile::wrap(&raw, config, b"pw", "host").expect("wrap");
+        // Tried, these would abort the process (4 GB of memory) or run for days.
+        for (m_cost, t_cost, p_cost) in [
+            (4_000_000_000, 2, 1),
+            (19 * 1024, u32::MAX, 1),
+            (19 * 1024, 0, 1),
+            (19 * 1024, 2, 0),
+            (19 * 1024, 2, 1 << 20),
+            (MAX_M_COST, MAX_T_COST, 1),
+        ] {
+            let mut hostile = file.clone();
+            hostile.kdf.m_cost = m_cost;
+            hostile.kdf.t_cost = t_cost;
+            hostile.kdf.p_cost = p_cost;
+            let e = hostile.unwrap(b"pw", config).expect_err("refused");
+            assert_eq!(e.kind(), crate::error::ErrorKind::Damaged);
+            assert!(e.to_string().contains("out of bounds"), "{e}");
+        }
+        // What stowage writes stays inside them.
+        assert!(file.unwrap(b"pw", config).expect("unwrap").is_some());
     }
 
     #[test]
