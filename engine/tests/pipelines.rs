@@ -396,17 +396,23 @@ async fn the_walk_gives_every_entry_depth_first_in_name_order() {
     let mut expected = vec![top.to_string_lossy().into_owned()];
     depth_first(&f.volume, top, &mut expected);
 
-    let mut walk = Walk::snapshot(&repo, &snap).await.unwrap();
-    let mut walked = Vec::new();
-    while let Some((rel, _)) = walk.next().await.unwrap() {
-        walked.push(rel.to_string_lossy().into_owned());
+    for ahead in [None, Some(1), Some(64)] {
+        let mut walk = Walk::snapshot(&repo, &snap).await.unwrap();
+        if let Some(limit) = ahead {
+            walk = walk.read_ahead(Arc::clone(&repo), limit);
+        }
+        let mut walked = Vec::new();
+        while let Some((rel, _)) = walk.next().await.unwrap() {
+            walked.push(rel.to_string_lossy().into_owned());
+        }
+        assert_eq!(walked, expected, "read ahead: {ahead:?}");
     }
-    assert_eq!(walked, expected);
 
     // From a path, and without entering the directories skipped.
     let mut walk = Walk::at(&repo, &snap, "dtr-registry-r1/_data/")
         .await
-        .unwrap();
+        .unwrap()
+        .read_ahead(Arc::clone(&repo), 2);
     let mut walked = Vec::new();
     while let Some((rel, node)) = walk.next().await.unwrap() {
         if node.name.0 == b"docker" {

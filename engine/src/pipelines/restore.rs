@@ -1,25 +1,32 @@
-//! The restore pipeline: snapshot -> trees -> directories, then files in parallel, each
-//! verified (blob ids always, registry blobs also against their sha256) before it gets its
-//! real name -> directory metadata last, deepest first, so their mtimes stay.
+//! The restore pipeline: the snapshot walked depth first ([`Walk`], each directory's tree
+//! read when the walk enters it) -> directories and symlinks made in walk order -> files
+//! written by a bounded pool of writers, each verified (blob ids always, registry blobs also
+//! against their sha256) before it gets its real name -> a directory's metadata applied when
+//! the last entry under it is written, so its mtime stays.
+//!
+//! Memory follows the work in flight, not the size of the tree: the walk holds the
+//! directories it is in, the pool `writers` files, and a directory waiting for its
+//! metadata is held only by the files under it still being written.
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
+use stowage_backends::source::EntryMeta;
 use stowage_backends::target::Target;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, Joined, Result};
+use crate::error::{Error, Result};
+use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::progress::Progress;
 use crate::registry;
 use crate::repo::reader::read_content;
-use crate::repo::walk::{load_dir, top_node};
+use crate::repo::walk::{top_node, Walk};
 use crate::repo::Repository;
 use crate::runtime;
 
@@ -53,17 +60,51 @@ pub struct RestoreSummary {
     pub verified_blobs: u64,
 }
 
+/// Directory trees loaded ahead of the walk: a registry holds hundreds of thousands of
+/// directories with one small file each, where reading trees is most of the work.
+const TREES_AHEAD: usize = 64;
+
+/// What the walker and the writers share.
 struct Restorer {
     repo: Arc<Repository>,
     only: Option<Arc<registry::select::Selection>>,
     target: Arc<dyn Target>,
     progress: Arc<dyn Progress>,
+    /// One permit per file being written.
     slots: Arc<Semaphore>,
+    writers: u32,
+    /// The first error; once set, the walk stops and nothing new starts.
+    failed: Mutex<Option<Error>>,
     files: AtomicU64,
     dirs: AtomicU64,
     symlinks: AtomicU64,
     bytes: AtomicU64,
     verified: AtomicU64,
+}
+
+/// A restored directory whose metadata is still to come: held by the walk while it is in
+/// the directory and by every file under it still being written; the last to let go
+/// applies the metadata (and so a parent's comes after all of its children's).
+struct OpenDir {
+    rel: PathBuf,
+    meta: EntryMeta,
+    restorer: Arc<Restorer>,
+    /// Kept until this directory is done.
+    _parent: Option<Arc<OpenDir>>,
+}
+
+impl Drop for OpenDir {
+    fn drop(&mut self) {
+        if self.restorer.has_failed() {
+            return;
+        }
+        match self.restorer.target.set_meta(&self.rel, &self.meta) {
+            Ok(()) => {
+                self.restorer.dirs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.restorer.fail(io_at(&self.rel)(e)),
+        }
+    }
 }
 
 /// Restores `snapshot` under the target: the backed-up directory comes back by its name.
@@ -87,19 +128,32 @@ pub async fn restore(
         )));
     }
     progress.phase("restore", Some(snapshot.summary.bytes));
+    let writers = u32::try_from(opts.writers.clamp(1, 1024)).unwrap_or(1024);
     let restorer = Arc::new(Restorer {
         repo,
         only: opts.only.clone(),
         target,
         progress,
-        slots: Arc::new(Semaphore::new(opts.writers.max(1))),
+        slots: Arc::new(Semaphore::new(writers as usize)),
+        writers,
+        failed: Mutex::new(None),
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         symlinks: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         verified: AtomicU64::new(0),
     });
-    Arc::clone(&restorer).restore_node(rel, top).await?;
+    let (root, rt) = (snapshot.tree, runtime::handle());
+    let walker = Arc::clone(&restorer);
+    runtime::blocking("the restore walker", move || walker.run(&rt, &root)).await?;
+    if let Some(e) = restorer
+        .failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        return Err(e);
+    }
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(RestoreSummary {
         files: get(&restorer.files),
@@ -115,104 +169,117 @@ fn io_at(rel: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 impl Restorer {
-    /// Whether a partial restore includes `child` of the directory at `rel`.
-    fn selected(&self, rel: &Path, child: &Node) -> bool {
+    fn fail(&self, e: Error) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Whether a partial restore includes the entry at `rel`.
+    fn selected(&self, rel: &Path, kind: NodeKind) -> bool {
         let Some(only) = &self.only else {
             return true;
         };
-        let path = rel.join(std::ffi::OsStr::from_bytes(&child.name.0));
-        let path = path.to_string_lossy();
-        match child.kind {
+        let path = rel.to_string_lossy();
+        match kind {
             NodeKind::Dir => only.keeps_dir(&path),
             _ => only.keeps_file(&path),
         }
     }
 
-    fn restore_node(self: Arc<Self>, rel: PathBuf, node: Node) -> BoxFuture<'static, Result<()>> {
-        async move {
+    /// The walk, on a blocking thread: directories and symlinks here, in order; files
+    /// handed to the writers. Returns once every writer is done; the first error is left in
+    /// `failed`.
+    fn run(self: &Arc<Self>, rt: &Handle, root: &Id) {
+        // The directories the walk is in, innermost last.
+        let mut open: Vec<Arc<OpenDir>> = Vec::new();
+        if let Err(e) = self.walk(rt, root, &mut open) {
+            self.fail(e);
+        }
+        drop(open);
+        // Every file in flight finishes (or fails) before the restore returns.
+        drop(runtime::wait(rt, self.slots.acquire_many(self.writers)));
+    }
+
+    fn walk(self: &Arc<Self>, rt: &Handle, root: &Id, open: &mut Vec<Arc<OpenDir>>) -> Result<()> {
+        let mut walk = runtime::wait(rt, Walk::root(&self.repo, root))?
+            .read_ahead(Arc::clone(&self.repo), TREES_AHEAD);
+        let mut top = true;
+        while let Some((rel, node)) = runtime::wait(rt, walk.next())? {
+            if self.has_failed() {
+                break;
+            }
+            while open.last().is_some_and(|dir| !rel.starts_with(&dir.rel)) {
+                open.pop();
+            }
+            if !std::mem::take(&mut top) && !self.selected(&rel, node.kind) {
+                walk.skip();
+                continue;
+            }
             match node.kind {
-                NodeKind::Dir => self.restore_dir(rel, node).await,
+                NodeKind::Dir => {
+                    self.target.create_dir(&rel).map_err(io_at(&rel))?;
+                    let parent = open.last().cloned();
+                    open.push(Arc::new(OpenDir {
+                        rel,
+                        meta: node.meta(),
+                        restorer: Arc::clone(self),
+                        _parent: parent,
+                    }));
+                }
                 NodeKind::Symlink => {
-                    let target = node.target.clone().ok_or_else(|| {
+                    let target = node.target.as_ref().ok_or_else(|| {
                         Error::corrupt(rel.display().to_string(), "symlink without target")
                     })?;
-                    let (at, meta) = (rel.clone(), node.meta());
-                    self.on_target(&rel, move |t| {
-                        t.symlink(&at, &target.0)?;
-                        t.set_meta(&at, &meta)
-                    })
-                    .await?;
+                    self.target
+                        .symlink(&rel, &target.0)
+                        .and_then(|()| self.target.set_meta(&rel, &node.meta()))
+                        .map_err(io_at(&rel))?;
                     self.symlinks.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
                 }
-                NodeKind::File => {
-                    let _slot = Arc::clone(&self.slots)
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore open");
-                    let me = Arc::clone(&self);
-                    let handle = runtime::handle();
-                    runtime::blocking("a restore worker", move || {
-                        me.restore_file(&handle, &rel, &node)
-                    })
-                    .await?
-                }
+                NodeKind::File => self.start_file(rt, rel, node, open.last().cloned())?,
             }
         }
-        .boxed()
+        Ok(())
     }
 
-    /// Runs a target operation (blocking: a network target waits on its server) off the
-    /// async workers, within the restore's slots. Thousands of directories are restored at
-    /// once; calling the target from their tasks directly would tie up every worker.
-    async fn on_target<T: Send + 'static>(
-        &self,
-        rel: &Path,
-        op: impl FnOnce(&dyn Target) -> std::io::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let _slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
-        let target = Arc::clone(&self.target);
-        runtime::blocking("a restore worker", move || op(target.as_ref()))
-            .await?
-            .map_err(io_at(rel))
-    }
-
-    async fn restore_dir(self: Arc<Self>, rel: PathBuf, node: Node) -> Result<()> {
-        let at = rel.clone();
-        self.on_target(&rel, move |t| t.create_dir(&at)).await?;
-        let tree = load_dir(&self.repo, &rel, &node).await?;
-        let children: Vec<_> = tree
-            .nodes
-            .into_iter()
-            .filter(|child| self.selected(&rel, child))
-            .map(|child| {
-                let child_rel = rel.join(std::ffi::OsStr::from_bytes(&child.name.0));
-                tokio::spawn(Arc::clone(&self).restore_node(child_rel, child))
-            })
-            .collect();
-        // Wait for every child even after a failure, so no task writes after we return.
-        let mut first_error = None;
-        for child in children {
-            let result = child.await.joined("a restore worker").and_then(|r| r);
-            if let (Err(e), None) = (result, &first_error) {
-                first_error = Some(e);
+    /// Hands a file to a writer once one is free; its directory stays open until it is
+    /// written.
+    fn start_file(
+        self: &Arc<Self>,
+        rt: &Handle,
+        rel: PathBuf,
+        node: Node,
+        dir: Option<Arc<OpenDir>>,
+    ) -> Result<()> {
+        let slot = runtime::wait(rt, Arc::clone(&self.slots).acquire_owned())
+            .map_err(|_| Error::bug("the restore's writer slots closed"))?;
+        let (me, handle) = (Arc::clone(self), rt.clone());
+        let written = runtime::blocking("a restore writer", move || {
+            let written = me.restore_file(&handle, &rel, &node);
+            drop(dir);
+            written
+        });
+        let me = Arc::clone(self);
+        rt.spawn(async move {
+            if let Err(e) = written.await.and_then(|r| r) {
+                me.fail(e);
             }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        let (at, meta) = (rel.clone(), node.meta());
-        self.on_target(&rel, move |t| t.set_meta(&at, &meta))
-            .await?;
-        self.dirs.fetch_add(1, Ordering::Relaxed);
+            drop(slot);
+        });
         Ok(())
     }
 
     /// Writes one file under a temporary name, verifies it, then gives it its name.
-    fn restore_file(&self, rt: &tokio::runtime::Handle, rel: &Path, node: &Node) -> Result<()> {
+    fn restore_file(&self, rt: &Handle, rel: &Path, node: &Node) -> Result<()> {
         let mut sink = self.target.create_file(rel).map_err(io_at(rel))?;
         let content = read_content(
             &self.repo,

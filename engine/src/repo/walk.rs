@@ -12,14 +12,17 @@
 //! Restore walks with the same steps but concurrently (directories restored side by side),
 //! and diff walks two snapshots side by side; both are shaped by what they do.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::StreamExt;
+use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
@@ -30,15 +33,41 @@ const TREE_LOADS: usize = 16;
 
 /// One snapshot's entries, depth first in name order: a directory comes before its
 /// entries. A directory's tree is loaded when the walk goes on past it, unless
-/// [`skip`](Walk::skip) says not to enter it.
+/// [`skip`](Walk::skip) says not to enter it; with [`read_ahead`](Walk::read_ahead), the
+/// trees of the directories it will enter next are loaded meanwhile, in parallel.
 pub struct Walk<'r> {
     repo: &'r Repository,
-    /// The directories being walked, with their entries still to come.
-    open: Vec<(PathBuf, std::vec::IntoIter<Node>)>,
+    /// The directories being walked, innermost last.
+    open: Vec<Level>,
     /// The entry to give next: the start, before the first call.
     start: Option<(PathBuf, Node)>,
     /// The directory given last, entered on the next call.
     enter: Option<(PathBuf, Node)>,
+    ahead: Option<ReadAhead>,
+}
+
+/// A directory being walked.
+struct Level {
+    rel: PathBuf,
+    /// Its entries still to come.
+    entries: std::vec::IntoIter<Node>,
+    /// How many of them read-ahead has looked at.
+    ahead_from: usize,
+}
+
+/// Trees loaded ahead of the walk, by id.
+struct ReadAhead {
+    repo: Arc<Repository>,
+    limit: usize,
+    loads: HashMap<Id, JoinHandle<Result<Tree>>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for load in self.loads.values() {
+            load.abort();
+        }
+    }
 }
 
 impl<'r> Walk<'r> {
@@ -63,6 +92,7 @@ impl<'r> Walk<'r> {
             open: Vec::new(),
             start: Some((rel, node)),
             enter: None,
+            ahead: None,
         }
     }
 
@@ -78,21 +108,41 @@ impl<'r> Walk<'r> {
         Ok(Walk::new(repo, rel, top))
     }
 
+    /// Loads up to `limit` directory trees ahead of the walk, as tasks on the runtime (so
+    /// on every core), those of the innermost directory first: for walks that do little
+    /// per entry themselves, such as a restore of many small files.
+    pub fn read_ahead(mut self, repo: Arc<Repository>, limit: usize) -> Self {
+        self.ahead = Some(ReadAhead {
+            repo,
+            limit: limit.max(1),
+            loads: HashMap::new(),
+        });
+        self
+    }
+
     /// The next entry and its path, `None` at the end. An error (a directory's tree that
     /// cannot be read) leaves that directory out; the walk can go on after it.
     pub async fn next(&mut self) -> Result<Option<(PathBuf, Node)>> {
         if let Some((rel, node)) = self.enter.take() {
-            let tree = load_dir(self.repo, &rel, &node).await?;
-            self.open.push((rel, tree.nodes.into_iter()));
+            let tree = self.enter_dir(&rel, &node).await?;
+            self.open.push(Level {
+                rel,
+                entries: tree.nodes.into_iter(),
+                ahead_from: 0,
+            });
+            self.top_up();
         }
         let (rel, node) = match self.start.take() {
             Some(start) => start,
             None => loop {
-                let Some((dir, entries)) = self.open.last_mut() else {
+                let Some(level) = self.open.last_mut() else {
                     return Ok(None);
                 };
-                match entries.next() {
-                    Some(node) => break (dir.join(OsStr::from_bytes(&node.name.0)), node),
+                match level.entries.next() {
+                    Some(node) => {
+                        level.ahead_from = level.ahead_from.saturating_sub(1);
+                        break (level.rel.join(OsStr::from_bytes(&node.name.0)), node);
+                    }
                     None => {
                         self.open.pop();
                     }
@@ -107,7 +157,45 @@ impl<'r> Walk<'r> {
 
     /// Does not enter the directory [`next`](Walk::next) gave last.
     pub fn skip(&mut self) {
-        self.enter = None;
+        let skipped = self.enter.take().and_then(|(_, node)| node.subtree);
+        if let (Some(ahead), Some(subtree)) = (&mut self.ahead, skipped) {
+            if let Some(load) = ahead.loads.remove(&subtree) {
+                load.abort();
+            }
+        }
+    }
+
+    /// The tree of the directory the walk enters: read ahead, or loaded now.
+    async fn enter_dir(&mut self, rel: &Path, node: &Node) -> Result<Tree> {
+        let ahead = self.ahead.as_mut().zip(node.subtree);
+        match ahead.and_then(|(ahead, subtree)| Some((ahead.loads.remove(&subtree)?, subtree))) {
+            Some((load, subtree)) => safe_names(subtree, load.await.joined("a tree read ahead")??),
+            None => load_dir(self.repo, rel, node).await,
+        }
+    }
+
+    /// Starts loading the trees of the directories the walk will enter next, up to the
+    /// limit: the innermost directory's entries first.
+    fn top_up(&mut self) {
+        let Some(ahead) = &mut self.ahead else {
+            return;
+        };
+        for level in self.open.iter_mut().rev() {
+            let rest = level.entries.as_slice();
+            while let Some(node) = rest.get(level.ahead_from) {
+                if ahead.loads.len() >= ahead.limit {
+                    return;
+                }
+                level.ahead_from += 1;
+                let Some(subtree) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+                    continue;
+                };
+                if let Entry::Vacant(slot) = ahead.loads.entry(subtree) {
+                    let repo = Arc::clone(&ahead.repo);
+                    slot.insert(tokio::spawn(async move { repo.load_tree(&subtree).await }));
+                }
+            }
+        }
     }
 }
 
@@ -164,10 +252,14 @@ pub(crate) async fn load_dir(repo: &Repository, rel: &Path, node: &Node) -> Resu
     let subtree = node
         .subtree
         .ok_or_else(|| Error::corrupt(rel.display().to_string(), "directory without tree"))?;
-    let tree = repo.load_tree(&subtree).await?;
+    safe_names(subtree, repo.load_tree(&subtree).await?)
+}
+
+/// `tree` (with id `id`), refused if an entry's name would leave its directory.
+fn safe_names(id: Id, tree: Tree) -> Result<Tree> {
     if let Some(bad) = tree.nodes.iter().find(|n| !safe_name(&n.name.0)) {
         return Err(Error::corrupt(
-            format!("tree {subtree}"),
+            format!("tree {id}"),
             format!(
                 "entry name {:?} would escape its directory",
                 bad.name.lossy()
