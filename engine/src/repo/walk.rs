@@ -200,7 +200,7 @@ impl<'r> Walk<'r> {
 }
 
 /// Calls `visit` with every tree reached from `roots` that is not in `seen` yet: its id and
-/// the tree, or why it could not be read. Loads [`TREE_LOADS`] at once; the subtrees of
+/// the tree, or why it could not be read. Loads [`TREE_LOADS`] at once, depth first; the subtrees of
 /// each tree read are visited too, and every tree visited is added to `seen`. An error from
 /// `visit` ends the walk.
 pub(crate) async fn each_tree(
@@ -209,20 +209,27 @@ pub(crate) async fn each_tree(
     seen: &mut HashSet<Id>,
     mut visit: impl FnMut(Id, Result<Tree>) -> Result<()>,
 ) -> Result<()> {
-    let mut level: Vec<Id> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
-    while !level.is_empty() {
-        let mut loads = futures::stream::iter(level)
+    // Depth first, [`TREE_LOADS`] neighbours at a time: trees are stored as the backup
+    // finished their directories, so neighbours in the walk are neighbours in the pack and
+    // the reads stay within the few pack windows kept (breadth first, a tree of half a
+    // million directories read each window many times over).
+    let mut pending: Vec<Id> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
+    pending.reverse();
+    while !pending.is_empty() {
+        let batch = pending.split_off(pending.len().saturating_sub(TREE_LOADS));
+        let mut loads = futures::stream::iter(batch.into_iter().rev())
             .map(|id| async move { (id, repo.load_tree(&id).await) })
-            .buffer_unordered(TREE_LOADS);
-        let mut next = Vec::new();
+            .buffered(TREE_LOADS);
+        let mut found = Vec::new();
         while let Some((id, tree)) = loads.next().await {
             if let Ok(tree) = &tree {
                 let subtrees = tree.nodes.iter().filter_map(|n| n.subtree);
-                next.extend(subtrees.filter(|sub| seen.insert(*sub)));
+                found.extend(subtrees.filter(|sub| seen.insert(*sub)));
             }
             visit(id, tree)?;
         }
-        level = next;
+        // The first found on top, to be loaded next.
+        pending.extend(found.into_iter().rev());
     }
     Ok(())
 }
