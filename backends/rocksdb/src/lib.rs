@@ -5,7 +5,9 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use rocksdb::{BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, DB,
+};
 use stowage_backends::kv::{KvError, KvResult, KvStore};
 
 pub struct RocksKv {
@@ -67,9 +69,17 @@ impl RocksKv {
         // Lookups are point gets, most of them for blobs not stored yet: a Bloom filter per
         // table answers those without reading a block, and index and filter blocks live in a
         // small block cache instead of each open table holding its own, so memory stays flat
-        // as the index grows (BENCHMARKS.md, "A large index").
+        // as the index grows (BENCHMARKS.md, "A large index"). Filters and indexes are
+        // partitioned: a table of a million records has a filter of over a megabyte, more
+        // than a shard of the cache holds, so a whole filter was read from the file and
+        // checksummed again on every lookup (BENCHMARKS.md, "Registries of many small
+        // files"); partitions of a few kilobytes stay cached, under a pinned top level.
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         table.set_block_cache(&Cache::new_lru_cache(16 << 20));
