@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The scaling benchmark: stowage on a registry shaped by repository count (benches/links.py:
-# link files in their own directories, as a real DTR holds most of), measuring wall time and
-# peak RSS of each step with GNU time.
+# The scaling benchmark: stowage on a registry shaped by repository count (`stowage-fixtures
+# links`: link files in their own directories, as a real DTR holds most of), measuring wall
+# time and peak RSS of each step with GNU time.
 #
 #   benches/scale.sh [--repositories N] [--layers N] [--revisions N] [--tags N] [--work DIR]
 #                    [--stowage BIN]
 #
 # Defaults: 2,000 repositories of 100 layer links, 100 revisions and 10 tags (440,256 files
 # in 514,530 directories), in /tmp/stowage-scale; the release binary (built when missing).
-# The volume is generated once and kept for later runs; the repository is made anew.
+# The volume is generated once and kept for later runs, each run one night further (the
+# night-2 step backs up the next night's pushes); the repository is made anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,13 +31,18 @@ if [ -z "$stowage" ]; then
   cargo build --release -p stowage-cli >&2
   stowage=${CARGO_TARGET_DIR:-target}/release/stowage
 fi
+cargo build --release -p stowage-fixtures >&2
+fixtures=${CARGO_TARGET_DIR:-target}/release/stowage-fixtures
 
 shape="r${repositories}-l${layers}-v${revisions}-t${tags}"
 volumes="$work/volume-$shape"
-if [ ! -d "$volumes" ]; then
-  python3 benches/links.py "$volumes" --repositories "$repositories" --layers "$layers" \
-    --revisions "$revisions" --tags "$tags" >&2
-fi
+night=$(cat "$volumes.night" 2>/dev/null || echo 1)
+links() {
+  "$fixtures" links --out "$volumes" --repositories "$repositories" --layers "$layers" \
+    --revisions "$revisions" --tags "$tags" --night "$1" >&2
+  echo "$1" > "$volumes.night"
+}
+links "$night"
 volume=$(echo "$volumes"/dtr-registry-*)
 files=$(find "$volume" -type f | wc -l)
 dirs=$(find "$volume" -type d | wc -l)
@@ -60,6 +66,9 @@ echo "| step | time | peak RSS |"
 echo "|---|---|---|"
 step "initial backup" backup "$volume"
 step "unchanged backup" backup "$volume"
+links $((night + 1))
+sleep 1  # past the racy margin: the files just written are not re-read for their ctime
+step "night-2 backup" backup "$volume"
 step "check" check
 step "restore" restore latest --target "$work/restore"
 diff -r "$volume" "$work/restore/$(basename "$volume")" >/dev/null || {

@@ -7,6 +7,9 @@ pub trait Progress: Send + Sync {
     fn advance(&self, bytes: u64);
     /// A warning that does not stop the job.
     fn warn(&self, message: &str);
+    /// A quantity worth watching has a new value, e.g. how many directories a backup holds
+    /// in memory (`backup.dirs_held`, reported as it reaches a new high).
+    fn gauge(&self, _name: &'static str, _value: u64) {}
 }
 
 #[derive(Debug, Default)]

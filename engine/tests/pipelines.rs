@@ -138,9 +138,9 @@ async fn listing_ahead_or_directory_by_directory_makes_the_same_tree() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
     let (_, ahead) = run_backup(&repo, &f.volume).await;
-    for listing_budget in [0, 1, 3] {
+    for read_ahead in [0, 1, 3] {
         let opts = BackupOptions {
-            listing_budget,
+            read_ahead,
             force: true,
             ..BackupOptions::default()
         };
@@ -148,7 +148,7 @@ async fn listing_ahead_or_directory_by_directory_makes_the_same_tree() {
         let (_, snap) = backup(Arc::clone(&repo), source, opts, Arc::new(NoProgress))
             .await
             .unwrap();
-        assert_eq!(snap.tree, ahead.tree, "listing budget {listing_budget}");
+        assert_eq!(snap.tree, ahead.tree, "read-ahead {read_ahead}");
         assert_eq!(snap.summary.dirs, ahead.summary.dirs);
     }
 }

@@ -309,6 +309,11 @@ impl Repository {
 
     /// Loads a tree, reading its pack by aligned windows that later trees are served from.
     pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        Ok(self.load_tree_and_pack(id).await?.0)
+    }
+
+    /// Loads a tree as [`load_tree`](Self::load_tree) does; also returns the pack it is in.
+    pub async fn load_tree_and_pack(&self, id: &Id) -> Result<(Tree, Id)> {
         let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
         let range = loc.entry.range();
         let key = Pack::key(&loc.pack);
@@ -330,8 +335,9 @@ impl Repository {
             ));
         }
         let bytes = self.decode_blob(id, &loc, &sealed)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
+        let tree = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
+        Ok((tree, loc.pack))
     }
 
     /// Seals `value` as JSON and stores it under `<dir>/<id>`, id = hash of the sealed bytes.

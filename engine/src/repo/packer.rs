@@ -240,6 +240,16 @@ impl Packer {
         Ok(true)
     }
 
+    /// Whether a blob known to be in `pack` may be relied on (the pack is not marked by a
+    /// prune), as [`stored`](Self::stored) says for blobs looked up by id.
+    pub fn stored_in(&self, pack: Id) -> bool {
+        if self.repo.index().is_marked(&pack) {
+            return false;
+        }
+        lock(&self.relied).insert(pack);
+        true
+    }
+
     /// Adds a blob unless the repository already has it. Returns its id and, when the
     /// current pack filled up, the finished pack for the caller to [`submit`](Self::submit).
     /// From a blocking thread: starting a new data pack may wait on the store.

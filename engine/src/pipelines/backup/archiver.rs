@@ -1,9 +1,10 @@
-//! Walks a source and turns it into trees: directories as tasks, file contents on blocking
-//! threads, unchanged files taken from the parent snapshot or the registry digest map.
+//! Walks a source and turns it into trees: one walk depth first, listings ahead of it,
+//! file contents on blocking threads, unchanged files taken from the parent snapshot or the
+//! registry digest map.
 //!
-//! The steps, one file each under `archiver/`: `listing` (reading directories, batched),
-//! `tree` (a directory's entries as tasks, then its tree), `parent` (parent match and change
-//! detection), `file` (a file's content, chunked and packed) and `gzip_content` (a registry
+//! The steps, one file each under `archiver/`: `tree` (the walk, and a directory's tree
+//! when its entries are done), `listing` (a directory's entries prepared, and listing ahead
+//! of the walk), `parent` (parent match and change detection), `file` (a file's content, chunked and packed) and `gzip_content` (a registry
 //! blob in gzip as gzip content). They share the [`Archiver`] here and its counts.
 
 use std::path::Path;
@@ -59,7 +60,9 @@ pub struct Archiver {
     /// Files whose content is being read at once.
     file_slots: Arc<Semaphore>,
     /// Directory listings under way at once (high for network filesystems).
-    dir_slots: Arc<Semaphore>,
+    dir_slots: Semaphore,
+    /// Directories being finished at once: their entries awaited, their trees stored.
+    finish_slots: Arc<Semaphore>,
     /// Whether gzip registry blobs are kept as gzip content.
     gzip: bool,
     /// Chunker buffers, one per reader, reused from file to file.
@@ -91,11 +94,18 @@ impl Archiver {
             counts: Counts::default(),
             racy_since,
             file_slots: Arc::new(Semaphore::new(readers)),
-            dir_slots: Arc::new(Semaphore::new(8)),
+            dir_slots: Semaphore::new(LISTERS),
+            finish_slots: Arc::new(Semaphore::new(FINISHING)),
             buffers: std::sync::Mutex::new(Vec::new()),
         })
     }
 }
+
+/// Directory listings under way at once.
+const LISTERS: usize = 8;
+
+/// Directories being finished at once, beside the walk: each waits for its files' reads.
+const FINISHING: usize = 64;
 
 /// Gzip registry blobs smaller than this are stored as they are.
 const GZIP_MIN: u64 = 64 << 10;

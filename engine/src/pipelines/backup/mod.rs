@@ -3,7 +3,6 @@
 
 mod archiver;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,9 +37,9 @@ pub struct BackupOptions {
     pub readers: usize,
     /// Packs are closed at about this size.
     pub pack_size: usize,
-    /// Directory entries one listing task reads, depth first, below the directories it is
-    /// given: a few large tasks instead of a hand-off to a blocking thread per directory.
-    pub listing_budget: usize,
+    /// Directories listed ahead of the walk (0: each when the walk enters it). A listing
+    /// costs a round trip on a network filesystem; several under way keep it busy.
+    pub read_ahead: usize,
     /// Keep gzip registry blobs as their plaintext and a recipe (FORMAT.md, "Gzip
     /// content"); `None`: as the repository's config says.
     pub gzip: Option<bool>,
@@ -61,7 +60,7 @@ impl Default for BackupOptions {
             ignore_ctime: false,
             readers: 2,
             pack_size: 16 << 20,
-            listing_budget: 4096,
+            read_ahead: 64,
             gzip: None,
             reencode: false,
         }
@@ -121,9 +120,7 @@ pub async fn backup(
             (since.timestamp(), since.timestamp_subsec_nanos())
         }),
     );
-    let root_node = Arc::clone(&archiver)
-        .archive_dir(PathBuf::new(), root, parent_dir, None)
-        .await?;
+    let root_node = Arc::clone(&archiver).archive(root, parent_dir).await?;
     let root_tree = serde_json::to_vec(&Tree {
         nodes: vec![root_node],
     })

@@ -1,100 +1,217 @@
-//! Listing the source: a directory and, depth first, as much below it as a task's budget
-//! allows, in a few blocking tasks.
+//! Listing the source: a directory's entries, each prepared as far as it can be without the
+//! readers (unchanged files, tiny files and symlinks as nodes, subdirectories with their tree
+//! in the parent snapshot), a few hundred entries below it listed in the same task, and the
+//! directories the walk enters next listed ahead.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use stowage_backends::source::{EntryKind, EntryMeta, Source};
+use stowage_backends::source::{EntryKind, EntryMeta};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
-use super::{display, Archiver};
+use super::{add, display, Archiver};
 use crate::error::{Error, Joined, Result};
+use crate::format::id::Id;
+use crate::format::tree::{Node, NodeKind, Tree, INLINE_MAX};
 use crate::runtime;
 
-impl Archiver {
-    /// Lists the directories `dirs` and, depth first, as much below them as a task's budget
-    /// allows, in a few blocking tasks: one hand-off per directory would cost more than a
-    /// cached listing takes, while several tasks keep high-latency mounts busy.
-    pub(super) async fn list_dirs(&self, dirs: Vec<PathBuf>) -> Vec<Result<Listing>> {
-        const TASKS: usize = 8;
-        let per_task = dirs.len().div_ceil(TASKS).max(4);
-        let mut batches = Vec::new();
-        let mut dirs = dirs.into_iter().peekable();
-        while dirs.peek().is_some() {
-            let batch: Vec<PathBuf> = dirs.by_ref().take(per_task).collect();
-            let source = Arc::clone(&self.source);
-            let slots = Arc::clone(&self.dir_slots);
-            let budget = self.opts.listing_budget;
-            batches.push(tokio::spawn(async move {
-                let _slot = slots.acquire().await.expect("semaphore open");
-                runtime::blocking("a listing worker", move || {
-                    let mut budget = budget;
-                    batch
-                        .iter()
-                        .map(|at| list_tree(source.as_ref(), at, &mut budget, 0))
-                        .collect::<Vec<_>>()
-                })
-                .await
-            }));
-        }
-        let mut listings = Vec::new();
-        for batch in batches {
-            match batch.await {
-                Ok(Ok(listed)) => listings.extend(listed),
-                Ok(Err(e)) => listings.push(Err(e)),
-                Err(e) => listings.push(Err(e).joined("a listing worker")),
-            }
-        }
-        listings
-    }
+/// A directory as listed: its entries prepared, and its tree in the parent snapshot.
+pub(super) struct Listed {
+    pub entries: Vec<Prepared>,
+    /// The same directory in the parent snapshot, to reuse when nothing changed.
+    pub parent: Option<ParentTree>,
+}
 
-    /// The listings of the subdirectories among `entries`: those listed with their parent,
-    /// and the others listed now.
-    pub(super) async fn complete(
-        &self,
-        rel: &Path,
-        entries: &[EntryMeta],
-        listed: Vec<Option<Result<Listing>>>,
-    ) -> Vec<Result<Listing>> {
-        let names = entries.iter().filter(|e| e.kind == EntryKind::Dir);
-        let missing: Vec<PathBuf> = names
-            .zip(&listed)
-            .filter(|(_, listing)| listing.is_none())
-            .map(|(e, _)| rel.join(std::ffi::OsStr::from_bytes(&e.name)))
-            .collect();
-        let mut fresh = self.list_dirs(missing).await.into_iter();
-        listed
-            .into_iter()
-            .map(|listing| listing.unwrap_or_else(|| fresh.next().expect("one per missing")))
-            .collect()
+/// A directory's tree in the parent snapshot.
+pub(super) struct ParentTree {
+    pub id: Id,
+    pub tree: Tree,
+    /// The pack it is in.
+    pub pack: Id,
+}
+
+impl ParentTree {
+    /// Loads the tree `id`, unless there is none.
+    async fn load(archiver: &Archiver, id: Option<Id>) -> Result<Option<Self>> {
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let (tree, pack) = archiver.repo.load_tree_and_pack(&id).await?;
+        Ok(Some(ParentTree { id, tree, pack }))
     }
 }
+
+/// A directory entry as far as listing can take it.
+pub(super) enum Prepared {
+    /// Its node is known: a symlink, a tiny file read with the listing, or a file whose
+    /// content need not be read.
+    Node(Node),
+    /// A file whose content is to be read.
+    Read(EntryMeta),
+    /// A subdirectory, with its tree in the parent snapshot, and its listing when it was
+    /// listed with this directory.
+    Dir(EntryMeta, Option<Id>, Option<Result<Listed>>),
+}
+
+/// Entries one listing task lists, depth first: a registry's directories hold one link
+/// file each, and a hand-off to a blocking thread per directory would cost more than the
+/// listing itself.
+const LISTING_BUDGET: usize = 256;
 
 /// Below this depth a listing task leaves subdirectories to the walk (bounded recursion).
 const LISTING_DEPTH: usize = 32;
 
-/// A directory's entries and, for each of its subdirectories in order, its listing when it
-/// was read in the same task.
-pub struct Listing {
-    pub(super) entries: Vec<EntryMeta>,
-    pub(super) subdirs: Vec<Option<Result<Listing>>>,
+impl Archiver {
+    /// Lists the directory at `rel` and, depth first, as much below it as a listing task's
+    /// budget allows, preparing their entries; `parent` is its tree in the parent snapshot.
+    pub(super) async fn list(self: Arc<Self>, rel: PathBuf, parent: Option<Id>) -> Result<Listed> {
+        let parent = ParentTree::load(&self, parent).await?;
+        let _slot = self.dir_slots.acquire().await.expect("semaphore open");
+        let rt = runtime::handle();
+        let me = Arc::clone(&self);
+        runtime::blocking("a listing worker", move || {
+            me.list_below(&rt, &rel, parent, &mut LISTING_BUDGET.clone(), 0)
+        })
+        .await?
+    }
+
+    /// Lists `rel` and then, depth first, its subdirectories while `budget` lasts.
+    fn list_below(
+        &self,
+        rt: &Handle,
+        rel: &Path,
+        parent: Option<ParentTree>,
+        budget: &mut usize,
+        depth: usize,
+    ) -> Result<Listed> {
+        let listed = self
+            .source
+            .read_dir(rel)
+            .map_err(|e| Error::io(display(rel), e))?;
+        *budget = budget.saturating_sub(listed.len().max(1));
+        let previous = parent.as_ref().map(|p| &p.tree);
+        let mut entries = self.prepare(rel, listed, previous)?;
+        for entry in &mut entries {
+            if *budget == 0 || depth >= LISTING_DEPTH {
+                break;
+            }
+            if let Prepared::Dir(meta, subtree, listing @ None) = entry {
+                let at = rel.join(std::ffi::OsStr::from_bytes(&meta.name));
+                let below = runtime::wait(rt, ParentTree::load(self, *subtree));
+                *listing = Some(below.and_then(|p| self.list_below(rt, &at, p, budget, depth + 1)));
+            }
+        }
+        Ok(Listed { entries, parent })
+    }
+
+    /// Decides what can be decided of `entries` without the readers: most files of a
+    /// nightly backup are unchanged, and tiny files (link files, most of a registry) are
+    /// read here at once, inline in their tree.
+    fn prepare(
+        &self,
+        rel: &Path,
+        entries: Vec<EntryMeta>,
+        parent: Option<&Tree>,
+    ) -> Result<Vec<Prepared>> {
+        let mut prepared = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let previous = parent.and_then(|t| t.find(&entry.name));
+            let child = || rel.join(std::ffi::OsStr::from_bytes(&entry.name));
+            match entry.kind {
+                EntryKind::Dir => {
+                    let subtree = previous
+                        .filter(|p| p.kind == NodeKind::Dir)
+                        .and_then(|p| p.subtree);
+                    prepared.push(Prepared::Dir(entry, subtree, None));
+                }
+                EntryKind::File => {
+                    if let Some(node) = self.known_file(&child(), &entry, previous)? {
+                        prepared.push(Prepared::Node(node));
+                    } else if entry.size <= INLINE_MAX {
+                        match self.read_file(&child(), &entry) {
+                            Ok(node) => prepared.push(Prepared::Node(node)),
+                            Err(Error::Io { path, cause })
+                                if cause.kind() == std::io::ErrorKind::NotFound =>
+                            {
+                                self.progress
+                                    .warn(&format!("{path}: vanished during the backup, skipped"));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    } else {
+                        prepared.push(Prepared::Read(entry));
+                    }
+                }
+                EntryKind::Symlink => {
+                    add(&self.counts.symlinks, 1);
+                    let node = Node::from_meta(&entry).expect("symlinks have nodes");
+                    prepared.push(Prepared::Node(node));
+                }
+                EntryKind::Other => self.progress.warn(&format!(
+                    "{}: skipped (not a file, directory or symlink)",
+                    display(&child())
+                )),
+            }
+        }
+        Ok(prepared)
+    }
 }
 
-/// Lists `rel` and then, depth first, its subdirectories while `budget` lasts.
-fn list_tree(source: &dyn Source, rel: &Path, budget: &mut usize, depth: usize) -> Result<Listing> {
-    let entries = source
-        .read_dir(rel)
-        .map_err(|e| Error::io(display(rel), e))?;
-    *budget = budget.saturating_sub(entries.len().max(1));
-    let subdirs = entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Dir)
-        .map(|e| {
-            (*budget > 0 && depth < LISTING_DEPTH).then(|| {
-                let at = rel.join(std::ffi::OsStr::from_bytes(&e.name));
-                list_tree(source, &at, budget, depth + 1)
-            })
-        })
-        .collect();
-    Ok(Listing { entries, subdirs })
+/// Directories listed ahead of the walk, by path, as tasks on the runtime: a listing costs
+/// a round trip on a network filesystem, and a few under way at once keep it busy.
+pub(super) struct ListAhead {
+    limit: usize,
+    lists: HashMap<PathBuf, JoinHandle<Result<Listed>>>,
+}
+
+impl Drop for ListAhead {
+    fn drop(&mut self) {
+        for list in self.lists.values() {
+            list.abort();
+        }
+    }
+}
+
+impl ListAhead {
+    pub fn new(limit: usize) -> Self {
+        ListAhead {
+            limit,
+            lists: HashMap::new(),
+        }
+    }
+
+    /// Whether another listing may start.
+    pub fn has_room(&self) -> bool {
+        self.lists.len() < self.limit
+    }
+
+    /// Starts listing `rel` unless it is under way already.
+    pub fn start(&mut self, archiver: &Arc<Archiver>, rel: PathBuf, parent: Option<Id>) {
+        if let Entry::Vacant(slot) = self.lists.entry(rel) {
+            let rel = slot.key().clone();
+            slot.insert(tokio::spawn(Arc::clone(archiver).list(rel, parent)));
+        }
+    }
+
+    /// The listing of `rel`: listed ahead, or listed now.
+    pub async fn take(
+        &mut self,
+        archiver: &Arc<Archiver>,
+        rel: PathBuf,
+        parent: Option<Id>,
+    ) -> Result<Listed> {
+        match self.lists.remove(&rel) {
+            Some(list) => list.await.joined("a listing worker")?,
+            None => Arc::clone(archiver).list(rel, parent).await,
+        }
+    }
+
+    /// Listings held: under way or done and not taken yet.
+    pub fn len(&self) -> usize {
+        self.lists.len()
+    }
 }

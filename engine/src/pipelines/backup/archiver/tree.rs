@@ -1,132 +1,213 @@
-//! Archiving a directory: its entries as tasks (subdirectories, files to read) or known at
-//! once (unchanged files, symlinks), then its tree, reused from the parent when unchanged.
+//! The walk of the source and the trees made of it. One task walks depth first in name
+//! order, with the directories it is in on a stack; files to read go to the readers, and a
+//! directory whose entries have all been handed out is finished beside the walk: its tree
+//! made of its entries' nodes, reused from the parent when unchanged. What is in memory
+//! follows the depth of the tree and the work in flight, not the number of files.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::FutureExt;
-use stowage_backends::source::{EntryKind, EntryMeta};
+use stowage_backends::source::EntryMeta;
+use tokio::task::JoinHandle;
 
-use super::listing::Listing;
-use super::{add, display, Archiver};
+use super::listing::{ListAhead, Listed, ParentTree, Prepared};
+use super::{add, Archiver, FINISHING};
 use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, Tree};
 use crate::runtime;
 
-/// A directory entry's node: known at once (unchanged files, symlinks) or being made.
+/// A directory entry's node: known at once, or being made (a file read, a directory
+/// finished).
 enum Child {
     Ready(Node),
-    Task(tokio::task::JoinHandle<Result<Node>>),
+    Task(JoinHandle<Result<Node>>),
+}
+
+impl Child {
+    async fn node(self) -> Result<Node> {
+        match self {
+            Child::Ready(node) => Ok(node),
+            Child::Task(task) => task.await.joined("a backup worker")?,
+        }
+    }
+}
+
+/// A directory the walk is in.
+struct Level {
+    rel: PathBuf,
+    meta: EntryMeta,
+    parent: Option<ParentTree>,
+    /// Its entries still to hand out.
+    entries: std::vec::IntoIter<Prepared>,
+    /// How many of them listing ahead has looked at.
+    ahead_from: usize,
+    children: Vec<Child>,
+}
+
+impl Level {
+    fn new(rel: PathBuf, meta: EntryMeta, listed: Listed) -> Self {
+        Level {
+            rel,
+            meta,
+            children: Vec::with_capacity(listed.entries.len()),
+            parent: listed.parent,
+            entries: listed.entries.into_iter(),
+            ahead_from: 0,
+        }
+    }
 }
 
 impl Archiver {
-    /// Archives the directory at `rel`, returning its node; `parent` is the same directory's
-    /// tree in the parent snapshot, `listing` its entries when already read.
-    pub fn archive_dir(
-        self: Arc<Self>,
-        rel: PathBuf,
-        meta: EntryMeta,
-        parent: Option<Id>,
-        listing: Option<Result<Listing>>,
-    ) -> BoxFuture<'static, Result<Node>> {
-        async move {
-            let Listing { entries, subdirs } = match listing {
-                Some(listing) => listing?,
-                None => self.list_dirs(vec![rel.clone()]).await.remove(0)?,
-            };
-            let parent_tree = match parent {
-                Some(id) => Some(self.repo.load_tree(&id).await?),
-                None => None,
-            };
-            let mut listings = self.complete(&rel, &entries, subdirs).await.into_iter();
-            let mut children = Vec::with_capacity(entries.len());
-            for entry in entries {
-                let child_rel = rel.join(std::ffi::OsStr::from_bytes(&entry.name));
-                let previous = parent_tree
-                    .as_ref()
-                    .and_then(|t| t.find(&entry.name))
-                    .cloned();
-                let me = Arc::clone(&self);
-                match entry.kind {
-                    EntryKind::Dir => {
-                        let subtree = previous
-                            .filter(|p| p.kind == NodeKind::Dir)
-                            .and_then(|p| p.subtree);
-                        let listing = listings.next();
-                        children.push(Child::Task(tokio::spawn(
-                            me.archive_dir(child_rel, entry, subtree, listing),
-                        )));
-                    }
-                    EntryKind::File => {
-                        // Unchanged content is decided here, without a blocking task: most
-                        // files of a nightly backup are unchanged.
-                        if let Some(node) =
-                            self.known_file(&child_rel, &entry, previous.as_ref())?
+    /// Archives the source's root directory, `meta`, and everything under it; `parent` is
+    /// its tree in the parent snapshot. Returns its node.
+    pub async fn archive(self: Arc<Self>, meta: EntryMeta, parent: Option<Id>) -> Result<Node> {
+        let mut ahead = ListAhead::new(self.opts.read_ahead);
+        let listed = Arc::clone(&self).list(PathBuf::new(), parent).await?;
+        let mut open = vec![Level::new(PathBuf::new(), meta, listed)];
+        let mut held_max = 0;
+        loop {
+            self.list_ahead(&mut open, &mut ahead);
+            held_max = self.held(&open, &ahead, held_max);
+            let level = open.last_mut().expect("the walk is in a directory");
+            let next = level.entries.next();
+            if next.is_some() {
+                level.ahead_from = level.ahead_from.saturating_sub(1);
+            }
+            match next {
+                Some(Prepared::Node(node)) => level.children.push(Child::Ready(node)),
+                Some(Prepared::Read(entry)) => {
+                    let rel = level.rel.join(std::ffi::OsStr::from_bytes(&entry.name));
+                    let read = self.start_read(rel, entry).await;
+                    level.children.push(Child::Task(read));
+                }
+                Some(Prepared::Dir(entry, parent, listed)) => {
+                    let rel = level.rel.join(std::ffi::OsStr::from_bytes(&entry.name));
+                    let listed = match listed {
+                        Some(listed) => listed,
+                        None => ahead.take(&self, rel.clone(), parent).await,
+                    };
+                    match listed {
+                        Ok(listed) => open.push(Level::new(rel, entry, listed)),
+                        Err(Error::Io { path, cause })
+                            if cause.kind() == std::io::ErrorKind::NotFound =>
                         {
-                            children.push(Child::Ready(node));
-                            continue;
+                            self.progress
+                                .warn(&format!("{path}: vanished during the backup, skipped"));
                         }
-                        let slot = Arc::clone(&self.file_slots)
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore open");
-                        children.push(Child::Task(tokio::spawn(async move {
-                            let node = runtime::blocking("a backup worker", move || {
-                                me.read_file(&child_rel, &entry)
-                            })
-                            .await
-                            .and_then(|node| node);
-                            drop(slot);
-                            node
-                        })));
+                        Err(e) => return Err(e),
                     }
-                    EntryKind::Symlink => {
-                        add(&self.counts.symlinks, 1);
-                        let node = Node::from_meta(&entry).expect("symlinks have nodes");
-                        children.push(Child::Ready(node));
+                }
+                None => {
+                    let done = open.pop().expect("the walk is in a directory");
+                    let finish = self.start_finish(done).await?;
+                    match open.last_mut() {
+                        Some(level) => level.children.push(finish),
+                        None => return finish.node().await,
                     }
-                    EntryKind::Other => self.progress.warn(&format!(
-                        "{}: skipped (not a file, directory or symlink)",
-                        display(&child_rel)
-                    )),
                 }
             }
-            let mut nodes = Vec::with_capacity(children.len());
-            for child in children {
-                let node = match child {
-                    Child::Ready(node) => Ok(node),
-                    Child::Task(task) => task.await.joined("a backup worker")?,
-                };
-                match node {
-                    Ok(node) => nodes.push(node),
-                    Err(Error::Io { path, cause })
-                        if cause.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        self.progress
-                            .warn(&format!("{path}: vanished during the backup, skipped"));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let tree = Tree { nodes };
-            // Unchanged directory: its tree is the parent's, already stored (unless only in
-            // a pack a prune marked); no need to encode and hash it again.
-            let id = match (parent, &parent_tree) {
-                (Some(id), Some(before)) if *before == tree && self.packer.stored(&[id])? => id,
-                _ => {
-                    let bytes = serde_json::to_vec(&tree).expect("trees serialize");
-                    self.packer.add_async(BlobKind::Tree, &bytes).await?
-                }
-            };
-            add(&self.counts.dirs, 1);
-            let mut node = Node::from_meta(&meta).expect("directories have nodes");
-            node.subtree = Some(id);
-            Ok(node)
         }
-        .boxed()
+    }
+
+    /// Starts listing the directories the walk will enter next, up to the read-ahead
+    /// limit: the innermost directory's first, so the next one needed is always under way.
+    fn list_ahead(self: &Arc<Self>, open: &mut [Level], ahead: &mut ListAhead) {
+        for level in open.iter_mut().rev() {
+            let rest = level.entries.as_slice();
+            while let Some(entry) = rest.get(level.ahead_from) {
+                if !ahead.has_room() {
+                    return;
+                }
+                level.ahead_from += 1;
+                if let Prepared::Dir(meta, parent, None) = entry {
+                    let rel = level.rel.join(std::ffi::OsStr::from_bytes(&meta.name));
+                    ahead.start(self, rel, *parent);
+                }
+            }
+        }
+    }
+
+    /// Reads a file's content on a blocking thread once a reader is free.
+    async fn start_read(
+        self: &Arc<Self>,
+        rel: PathBuf,
+        entry: EntryMeta,
+    ) -> JoinHandle<Result<Node>> {
+        let slot = Arc::clone(&self.file_slots)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let node = runtime::blocking("a backup worker", move || me.read_file(&rel, &entry))
+                .await
+                .and_then(|node| node);
+            drop(slot);
+            node
+        })
+    }
+
+    /// Finishes a directory: at once when its entries' nodes are all known (little work,
+    /// and the common case of an unchanged tree), else beside the walk once a finishing slot
+    /// is free, waiting for its entries' nodes.
+    async fn start_finish(self: &Arc<Self>, level: Level) -> Result<Child> {
+        if level.children.iter().all(|c| matches!(c, Child::Ready(_))) {
+            return Ok(Child::Ready(self.finish(level).await?));
+        }
+        let slot = Arc::clone(&self.finish_slots)
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let me = Arc::clone(self);
+        Ok(Child::Task(tokio::spawn(async move {
+            let node = me.finish(level).await;
+            drop(slot);
+            node
+        })))
+    }
+
+    /// A directory's node: its tree made of its entries' nodes (those that vanished during
+    /// the backup left out), the parent's when unchanged.
+    async fn finish(&self, level: Level) -> Result<Node> {
+        let mut nodes = Vec::with_capacity(level.children.len());
+        for child in level.children {
+            match child.node().await {
+                Ok(node) => nodes.push(node),
+                Err(Error::Io { path, cause }) if cause.kind() == std::io::ErrorKind::NotFound => {
+                    self.progress
+                        .warn(&format!("{path}: vanished during the backup, skipped"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tree = Tree { nodes };
+        // Unchanged directory: its tree is the parent's, already stored (unless only in a
+        // pack a prune marked); no need to encode and hash it again.
+        let id = match level.parent {
+            Some(before) if before.tree == tree && self.packer.stored_in(before.pack) => before.id,
+            _ => {
+                let bytes = serde_json::to_vec(&tree).expect("trees serialize");
+                self.packer.add_async(BlobKind::Tree, &bytes).await?
+            }
+        };
+        add(&self.counts.dirs, 1);
+        let mut node = Node::from_meta(&level.meta).expect("directories have nodes");
+        node.subtree = Some(id);
+        Ok(node)
+    }
+
+    /// Reports the directories held in memory (open, listed ahead or being finished) when
+    /// more than ever before in this backup; returns the most so far. The tests watch it to
+    /// show that memory follows the work, not the size of the tree.
+    fn held(&self, open: &[Level], ahead: &ListAhead, max: u64) -> u64 {
+        let finishing = FINISHING - self.finish_slots.available_permits();
+        let held = (open.len() + ahead.len() + finishing) as u64;
+        if held > max {
+            self.progress.gauge("backup.dirs_held", held);
+        }
+        held.max(max)
     }
 }
