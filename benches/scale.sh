@@ -70,6 +70,12 @@ links $((night + 1))
 sleep 1  # past the racy margin: the files just written are not re-read for their ctime
 step "night-2 backup" backup "$volume"
 step "check" check
+step "ls" ls latest
+ids=$("$stowage" snapshots --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin) if "id" in s))')
+read -r first _ third <<< "$ids"
+step "diff" diff "$first" "$third"
 step "restore" restore latest --target "$work/restore"
 diff -r "$volume" "$work/restore/$(basename "$volume")" >/dev/null || {
   echo "the restore differs from the volume" >&2; exit 1; }
+step "forget" forget --keep-last 1
+step "prune" prune --grace 0s

@@ -4,7 +4,7 @@
 //! cache ([`Context::open`]).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -202,22 +202,7 @@ impl Context {
     ) -> anyhow::Result<Arc<Repository>> {
         let root = self.cache_root()?;
         let cache = move |repo_id: &str| -> stowage_engine::Result<Arc<dyn KvStore>> {
-            let dir = root.join(repo_id);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| stowage_engine::Error::io(dir.display().to_string(), e))?;
-            match RocksKv::open(&dir) {
-                Ok(kv) => Ok(Arc::new(kv)),
-                // Another stowage process holds the cache (RocksDB allows one writer): work
-                // from a private in-memory cache, rebuilt from the repository's index.
-                Err(OpenError::InUse) => {
-                    eprintln!(
-                        "note: the cache in {} is in use by another stowage process; using a temporary one",
-                        dir.display()
-                    );
-                    Ok(Arc::new(MemoryKv::new()))
-                }
-                Err(OpenError::Failed(e)) => Err(e.into()),
-            }
+            open_cache(&root.join(repo_id))
         };
         Ok(Arc::new(Repository::open(store, password, cache).await?))
     }
@@ -227,16 +212,64 @@ impl Context {
     }
 }
 
+/// Opens the local cache in `dir`, a directory only this user may enter (it holds registry
+/// digests and blob ids). A cache another stowage process holds gives way to a temporary
+/// one; a cache that cannot be opened (damaged) is moved aside and built anew from the
+/// repository's index, with the reason in a note.
+fn open_cache(dir: &Path) -> stowage_engine::Result<Arc<dyn KvStore>> {
+    let io = |path: &Path, e| stowage_engine::Error::io(path.display().to_string(), e);
+    private_dir(dir).map_err(|e| io(dir, e))?;
+    let why = match RocksKv::open(dir) {
+        Ok(kv) => return Ok(Arc::new(kv)),
+        // RocksDB allows one writer: work from a private in-memory cache, rebuilt from
+        // the repository's index.
+        Err(OpenError::InUse) => {
+            eprintln!(
+                "note: the cache in {} is in use by another stowage process; using a temporary one",
+                dir.display()
+            );
+            return Ok(Arc::new(MemoryKv::new()));
+        }
+        Err(OpenError::Failed(e)) => e,
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".broken-{stamp}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(dir, &aside).map_err(|e| io(dir, e))?;
+    eprintln!(
+        "note: the cache in {} cannot be opened ({why}); moved it to {} and building a new one from the repository's index",
+        dir.display(),
+        aside.display()
+    );
+    private_dir(dir).map_err(|e| io(dir, e))?;
+    match RocksKv::open(dir) {
+        Ok(kv) => Ok(Arc::new(kv)),
+        Err(e) => Err(io(dir, std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// Creates `dir` (and its missing parents) as 0700, and takes away others' access to it
+/// when it exists already.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// A password from `file`, else the environment variable `var`, else a terminal prompt.
-pub fn password_from(
-    file: Option<&std::path::Path>,
-    var: &str,
-    confirm: bool,
-) -> anyhow::Result<Vec<u8>> {
+pub fn password_from(file: Option<&Path>, var: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading password file {}", file.display()))?;

@@ -172,3 +172,47 @@ fn a_damaged_index_file_is_named_with_a_cold_or_a_warm_cache() {
     assert!(refused.contains(&damaged_id), "{refused}");
     assert_eq!(objects(&repo, "data").len(), before);
 }
+
+#[test]
+fn a_cache_that_cannot_be_opened_is_moved_aside_and_rebuilt_in_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Stowage::new();
+    let (_, ids, _) = two_nights(&s);
+    let caches: Vec<PathBuf> = std::fs::read_dir(s.path("cache"))
+        .expect("cache root")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let cache = &caches[0];
+    let mode = |p: &Path| std::fs::metadata(p).expect("mode").permissions().mode() & 0o777;
+    assert_eq!(mode(cache), 0o700, "the cache holds digests and blob ids");
+
+    // Damage it: RocksDB's CURRENT names a manifest that is not there.
+    std::fs::write(cache.join("CURRENT"), "MANIFEST-999999\n").expect("damage the cache");
+    let out = s.run(&["snapshots", "--json"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows(&listed).len(), ids.len());
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("cannot be opened") && note.contains("moved it to"),
+        "{note}"
+    );
+    assert!(!note.contains("in use"), "{note}");
+    let mut names: Vec<String> = std::fs::read_dir(s.path("cache"))
+        .expect("cache root")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[1].contains(".broken-"), "{names:?}");
+    assert_eq!(mode(cache), 0o700);
+    // The rebuilt cache serves the next commands without a note.
+    let again = s.run(&["check"]);
+    assert!(again.status.success(), "{}", said(&again));
+    assert!(
+        !said(&again).contains("cannot be opened"),
+        "{}",
+        said(&again)
+    );
+}

@@ -287,6 +287,8 @@ fn snapshots(root: Id) -> Vec<Snapshot> {
             gzip_layers: 13,
             gzip_partial: 14,
             gzip_fallbacks: 15,
+            // Written only when not 0: snapshots without it keep their bytes.
+            unreadable: 0,
             duration_secs: 16.25,
         },
         program_version: "0.1.0".into(),

@@ -209,6 +209,25 @@ async fn wrong_password_and_newer_format_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_refuses_a_repository_that_lost_its_config_and_changes_nothing() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    run_backup(&repo, &f.volume).await;
+    f.store.delete("config").await.unwrap();
+    let before = f.store.list("").await.unwrap().len();
+    let again = Repository::init(f.store.as_ref(), PASSWORD, &small_chunks()).await;
+    match again {
+        Err(Error::Usage(m)) => assert!(m.contains("no config") && m.contains("keys/"), "{m}"),
+        other => panic!("init over a damaged repository: {other:?}"),
+    }
+    assert_eq!(f.store.list("").await.unwrap().len(), before);
+    assert!(
+        f.store.head("config").await.is_err(),
+        "no config was written"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_pack_fails_restore_and_check_names_it() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
@@ -524,4 +543,49 @@ async fn a_restore_over_symlinked_directories_writes_nothing_outside_the_target(
         let diffs = tree_differences(&f.volume, &target_dir.join(top));
         assert!(diffs.is_empty(), "{planted}:\n{}", diffs.join("\n"));
     }
+}
+
+/// Keeps the warnings a job gives.
+#[derive(Default)]
+struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl stowage_engine::Progress for Warnings {
+    fn phase(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn warn(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_blobs_that_do_not_match_their_digest_are_named_tiny_or_large() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let blobs = f.volume.join("_data/docker/registry/v2/blobs/sha256");
+    // Named for content they do not hold: one kept inline in its tree, one in chunks.
+    let tiny_digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"{}"));
+    let large_digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"large"));
+    for (digest, content) in [
+        (&tiny_digest, b"{ }".to_vec()),
+        (&large_digest, pseudo_random(100_000, 9)),
+    ] {
+        let dir = blobs.join(&digest[..2]).join(digest);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("data"), content).unwrap();
+    }
+    let warnings = Arc::new(Warnings::default());
+    let source = Arc::new(FsSource::new(&f.volume).unwrap());
+    backup(repo, source, BackupOptions::default(), warnings.clone())
+        .await
+        .unwrap();
+    let warnings = warnings.0.lock().unwrap();
+    for digest in [&tiny_digest, &large_digest] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(digest.as_str()) && w.contains("does not match its digest")),
+            "{digest}: {warnings:?}"
+        );
+    }
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
 }

@@ -45,10 +45,17 @@ pub struct Args {
     /// Store gzip registry blobs as they are this time.
     #[arg(long)]
     no_gzip: bool,
+    /// Fail when a file or directory cannot be read (permissions) instead of leaving it
+    /// out of a partial snapshot (exit status 3).
+    #[arg(long)]
+    fail_on_unreadable: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// The exit status of a backup that saved a partial snapshot (README, "Exit status").
+pub const PARTIAL: u8 = 3;
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
@@ -66,11 +73,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             (_, true) => Some(false),
             _ => None,
         },
+        fail_on_unreadable: args.fail_on_unreadable,
         ..BackupOptions::default()
     };
     let (id, snapshot) = run_backup(ctx, repo, source, opts).await?;
     report(&id, &snapshot, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match snapshot.summary.unreadable {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(PARTIAL),
+    })
 }
 
 /// Runs a backup with progress bars, standard output muted meanwhile.
@@ -112,6 +123,12 @@ pub(crate) fn report(id: &Id, snapshot: &Snapshot, json: bool) -> anyhow::Result
         s.new_packs,
         s.duration_secs
     );
+    if s.unreadable > 0 {
+        println!(
+            "  partial: {} files or directories could not be read and are left out (see the warnings)",
+            s.unreadable
+        );
+    }
     if s.gzip_layers + s.gzip_partial + s.gzip_fallbacks > 0 {
         println!(
             "  gzip layers: {} re-creatable, {} in part, {} stored as they are",

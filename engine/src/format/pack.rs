@@ -85,8 +85,8 @@ pub fn decode_entries(b: &[u8], what: impl Fn() -> String) -> Result<Vec<PackEnt
 #[derive(Default)]
 pub struct PackBuilder {
     upload: Option<Box<dyn Upload>>,
-    /// A write failed: see [`PackBuilder::write`].
-    broken: bool,
+    /// Why a write failed (see [`PackBuilder::write`]), for the writers that come later.
+    broken: Option<String>,
     hasher: blake3::Hasher,
     len: usize,
     entries: Vec<PackEntry>,
@@ -126,7 +126,7 @@ impl PackBuilder {
     /// (and no write failed). A caller whose `start` must wait (a store's async
     /// `start_upload`) starts the upload before calling `add`.
     pub fn needs_upload(&self) -> bool {
-        self.upload.is_none() && !self.broken
+        self.upload.is_none() && self.broken.is_none()
     }
 
     /// Appends bytes to the pack. After a failed write the pack's content is unknown (part
@@ -137,10 +137,12 @@ impl PackBuilder {
         bytes: &[u8],
         start: impl FnOnce() -> Result<Box<dyn Upload>>,
     ) -> Result<()> {
-        if self.broken {
+        if let Some(why) = &self.broken {
             return Err(Error::io(
                 "the pack being written",
-                std::io::Error::other("an earlier write to it failed; the pack is abandoned"),
+                std::io::Error::other(format!(
+                    "an earlier write to it failed ({why}); the pack is abandoned"
+                )),
             ));
         }
         let upload = match &mut self.upload {
@@ -148,7 +150,7 @@ impl PackBuilder {
             None => self.upload.insert(start()?),
         };
         if let Err(cause) = upload.write(bytes) {
-            self.broken = true;
+            self.broken = Some(cause.to_string());
             self.upload = None; // discarded: its temporary file goes
             return Err(StoreError::Io {
                 store: "the repository".into(),
@@ -188,7 +190,7 @@ impl PackBuilder {
 
     /// Writes the sealed header and returns the finished pack, or `None` when it is empty.
     pub fn finish(mut self, keys: &Keys) -> Result<Option<Pack>> {
-        if self.entries.is_empty() && !self.broken {
+        if self.entries.is_empty() && self.broken.is_none() {
             return Ok(None);
         }
         let mut header = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
@@ -325,8 +327,14 @@ mod tests {
         add(&mut b, b"first").expect("first write lands");
         let err = add(&mut b, b"second").expect_err("disk full");
         assert!(err.to_string().contains("a pack being written"), "{err}");
-        // The disk has room again: still refused, and the pack is never finished.
-        assert!(add(&mut b, b"third").is_err());
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        // The disk has room again: still refused, naming the first failure, and the pack
+        // is never finished.
+        let later = add(&mut b, b"third").expect_err("abandoned");
+        assert!(
+            later.to_string().contains("No space left on device"),
+            "{later}"
+        );
         assert!(b.finish(&keys).is_err());
     }
 }

@@ -47,7 +47,15 @@ pub struct Summary {
     pub gzip_partial: u64,
     #[serde(default)]
     pub gzip_fallbacks: u64,
+    /// Files and directories that could not be read (permissions): left out of the
+    /// snapshot, each named in a warning. A snapshot with any is partial.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreadable: u64,
     pub duration_secs: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

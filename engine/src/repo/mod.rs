@@ -116,6 +116,20 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
+        // A repository that lost its config still holds data only its old keys open: a new
+        // config and key there would leave it unreadable for good.
+        for dir in ["keys", "snapshots", "index", "data"] {
+            let found = store.list(&format!("{dir}/")).await?;
+            if !found.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{} holds repository objects ({} under {dir}/) but no config: it is a \
+                     damaged repository, not an empty location; put its config back from a \
+                     copy, or init in an empty location",
+                    store.describe(),
+                    found.len()
+                )));
+            }
+        }
         let config = Config {
             version: FORMAT_VERSION,
             id: Id::random().to_hex(),

@@ -25,8 +25,18 @@ impl From<TarError> for Error {
 }
 
 /// The path a tar entry names, as the tree holds it: leading `/` and `./` dropped, trailing
-/// `/` dropped. `None` for the archive's own `./` entry; an error for `..`.
+/// `/` dropped. `None` for the archive's own `./` entry; an error for `..` and for a NUL
+/// byte (a PAX path may hold one; no filesystem name can, so no restore could write it).
 pub fn normalize(path: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+    if path.contains(&0) {
+        return Err(Error::bad_input(
+            "the tar",
+            format!(
+                "entry {:?} has a NUL byte in its name",
+                String::from_utf8_lossy(path)
+            ),
+        ));
+    }
     let mut parts = Vec::new();
     for part in path.split(|b| *b == b'/') {
         match part {
@@ -44,4 +54,21 @@ pub fn normalize(path: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
         }
     }
     Ok((!parts.is_empty()).then_some(parts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn paths_are_normalized_and_hostile_ones_refused() {
+        let parts = normalize(b"./a//b/").unwrap().unwrap();
+        assert_eq!(parts, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(normalize(b"./").unwrap(), None);
+        for hostile in [&b"a/../../etc"[..], b"a/b\0c", b"\0"] {
+            let e = normalize(hostile).expect_err("refused");
+            assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+        }
+    }
 }

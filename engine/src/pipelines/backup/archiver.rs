@@ -40,6 +40,8 @@ pub struct Counts {
     pub gzip_partial: AtomicU64,
     /// Gzip registry blobs of which nothing could be re-created: stored as they are.
     pub gzip_fallbacks: AtomicU64,
+    /// Files and directories left out because they could not be read.
+    pub unreadable: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -74,6 +76,33 @@ fn display(rel: &Path) -> String {
 }
 
 impl Archiver {
+    /// Decides about the entry at `rel` that the source could not open or list: left out
+    /// with a warning when it vanished since its directory was listed (as if the backup
+    /// had started later) or cannot be read (permissions: counted, the snapshot is
+    /// partial); any other failure, or an unreadable one with `fail_on_unreadable`, is the
+    /// backup's error.
+    pub(super) fn skip(&self, rel: &Path, cause: std::io::Error) -> crate::Result<()> {
+        use std::io::ErrorKind;
+        match cause.kind() {
+            ErrorKind::NotFound => {
+                self.progress.warn(&format!(
+                    "{}: vanished during the backup, skipped",
+                    display(rel)
+                ));
+                Ok(())
+            }
+            ErrorKind::PermissionDenied if !self.opts.fail_on_unreadable => {
+                add(&self.counts.unreadable, 1);
+                self.progress.warn(&format!(
+                    "{}: cannot be read ({cause}), left out of the snapshot",
+                    display(rel)
+                ));
+                Ok(())
+            }
+            _ => Err(crate::Error::io(display(rel), cause)),
+        }
+    }
+
     pub fn new(
         repo: Arc<Repository>,
         source: Arc<dyn Source>,

@@ -46,6 +46,9 @@ pub struct BackupOptions {
     /// Read registry blobs stored as they are again, to keep them as gzip content
     /// (`stowage optimize`), even when the parent or the digest map has them.
     pub reencode: bool,
+    /// Fail on a file or directory that cannot be read instead of leaving it out of a
+    /// partial snapshot.
+    pub fail_on_unreadable: bool,
 }
 
 impl Default for BackupOptions {
@@ -63,6 +66,7 @@ impl Default for BackupOptions {
             read_ahead: 64,
             gzip: None,
             reencode: false,
+            fail_on_unreadable: false,
         }
     }
 }
@@ -139,6 +143,7 @@ pub async fn backup(
         gzip_layers: get(&counts.gzip_layers),
         gzip_partial: get(&counts.gzip_partial),
         gzip_fallbacks: get(&counts.gzip_fallbacks),
+        unreadable: get(&counts.unreadable),
         ..Summary::default()
     };
     drop(archiver);

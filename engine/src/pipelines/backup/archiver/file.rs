@@ -16,14 +16,15 @@ use crate::registry;
 use crate::repo::index::DigestRecord;
 
 impl Archiver {
-    /// Reads the file's content into blobs.
-    pub(super) fn read_file(&self, rel: &Path, meta: &EntryMeta) -> Result<Node> {
+    /// Reads the file's content into blobs; `None` when it is left out (vanished or
+    /// unreadable: see [`Archiver::skip`]).
+    pub(super) fn read_file(&self, rel: &Path, meta: &EntryMeta) -> Result<Option<Node>> {
         let mut node = Node::from_meta(meta).expect("files have nodes");
+        let reader = match self.source.open(rel) {
+            Ok(reader) => reader,
+            Err(e) => return self.skip(rel, e).map(|()| None),
+        };
         add(&self.counts.files, 1);
-        let reader = self
-            .source
-            .open(rel)
-            .map_err(|e| Error::io(display(rel), e))?;
         let (content, size) = self.read_content(rel, reader, meta.size)?;
         if size != meta.size {
             self.progress.warn(&format!(
@@ -37,7 +38,7 @@ impl Archiver {
         add(&self.counts.bytes, size);
         node.size = size;
         node.content = Some(content);
-        Ok(node)
+        Ok(Some(node))
     }
 
     /// Reads a file: inline when tiny, else chunked into data blobs.
@@ -57,6 +58,12 @@ impl Archiver {
             if bytes.len() as u64 <= INLINE_MAX {
                 self.progress.advance(bytes.len() as u64);
                 let size = bytes.len() as u64;
+                // A tiny registry blob (an empty layer, a small config) is checked too.
+                if let Some(expected) = registry::blob_digest(rel) {
+                    if <[u8; 32]>::from(Sha256::digest(&bytes)) != expected {
+                        self.warn_digest_mismatch(rel);
+                    }
+                }
                 return Ok((Content::Inline(InlineBytes(bytes)), size));
             }
             // It grew since it was listed: store what was read and the rest.
@@ -97,13 +104,17 @@ impl Archiver {
                 };
                 self.repo.index().set_digest(&expected, &record)?;
             } else {
-                self.progress.warn(&format!(
-                    "{}: registry blob does not match its digest (stored as found)",
-                    display(rel)
-                ));
+                self.warn_digest_mismatch(rel);
             }
         }
         Ok((content, size))
+    }
+
+    fn warn_digest_mismatch(&self, rel: &Path) {
+        self.progress.warn(&format!(
+            "{}: registry blob does not match its digest (stored as found)",
+            display(rel)
+        ));
     }
 
     /// Chunks `reader` into data blobs; `progress` reports the bytes as they go.

@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::{add, display, Archiver};
-use crate::error::{Error, Joined, Result};
+use crate::error::{Joined, Result};
 use crate::format::id::Id;
 use crate::format::tree::{Node, NodeKind, Tree, INLINE_MAX};
 use crate::runtime;
@@ -53,8 +53,8 @@ pub(super) enum Prepared {
     /// A file whose content is to be read.
     Read(EntryMeta),
     /// A subdirectory, with its tree in the parent snapshot, and its listing when it was
-    /// listed with this directory.
-    Dir(EntryMeta, Option<Id>, Option<Result<Listed>>),
+    /// listed with this directory (`None` inside: left out, see [`Archiver::skip`]).
+    Dir(EntryMeta, Option<Id>, Option<Result<Option<Listed>>>),
 }
 
 /// Entries one listing task lists, depth first: a registry's directories hold one link
@@ -68,7 +68,12 @@ const LISTING_DEPTH: usize = 32;
 impl Archiver {
     /// Lists the directory at `rel` and, depth first, as much below it as a listing task's
     /// budget allows, preparing their entries; `parent` is its tree in the parent snapshot.
-    pub(super) async fn list(self: Arc<Self>, rel: PathBuf, parent: Option<Id>) -> Result<Listed> {
+    /// `None` when the directory is left out (see [`Archiver::skip`]).
+    pub(super) async fn list(
+        self: Arc<Self>,
+        rel: PathBuf,
+        parent: Option<Id>,
+    ) -> Result<Option<Listed>> {
         let parent = ParentTree::load(&self, parent).await?;
         let _slot = self.dir_slots.acquire().await.expect("semaphore open");
         let rt = runtime::handle();
@@ -87,11 +92,11 @@ impl Archiver {
         parent: Option<ParentTree>,
         budget: &mut usize,
         depth: usize,
-    ) -> Result<Listed> {
-        let listed = self
-            .source
-            .read_dir(rel)
-            .map_err(|e| Error::io(display(rel), e))?;
+    ) -> Result<Option<Listed>> {
+        let listed = match self.source.read_dir(rel) {
+            Ok(listed) => listed,
+            Err(e) => return self.skip(rel, e).map(|()| None),
+        };
         *budget = budget.saturating_sub(listed.len().max(1));
         let previous = parent.as_ref().map(|p| &p.tree);
         let mut entries = self.prepare(rel, listed, previous)?;
@@ -105,7 +110,7 @@ impl Archiver {
                 *listing = Some(below.and_then(|p| self.list_below(rt, &at, p, budget, depth + 1)));
             }
         }
-        Ok(Listed { entries, parent })
+        Ok(Some(Listed { entries, parent }))
     }
 
     /// Decides what can be decided of `entries` without the readers: most files of a
@@ -132,16 +137,7 @@ impl Archiver {
                     if let Some(node) = self.known_file(&child(), &entry, previous)? {
                         prepared.push(Prepared::Node(node));
                     } else if entry.size <= INLINE_MAX {
-                        match self.read_file(&child(), &entry) {
-                            Ok(node) => prepared.push(Prepared::Node(node)),
-                            Err(Error::Io { path, cause })
-                                if cause.kind() == std::io::ErrorKind::NotFound =>
-                            {
-                                self.progress
-                                    .warn(&format!("{path}: vanished during the backup, skipped"));
-                            }
-                            Err(e) => return Err(e),
-                        }
+                        prepared.extend(self.read_file(&child(), &entry)?.map(Prepared::Node));
                     } else {
                         prepared.push(Prepared::Read(entry));
                     }
@@ -165,7 +161,7 @@ impl Archiver {
 /// a round trip on a network filesystem, and a few under way at once keep it busy.
 pub(super) struct ListAhead {
     limit: usize,
-    lists: HashMap<PathBuf, JoinHandle<Result<Listed>>>,
+    lists: HashMap<PathBuf, JoinHandle<Result<Option<Listed>>>>,
 }
 
 impl Drop for ListAhead {
@@ -203,7 +199,7 @@ impl ListAhead {
         archiver: &Arc<Archiver>,
         rel: PathBuf,
         parent: Option<Id>,
-    ) -> Result<Listed> {
+    ) -> Result<Option<Listed>> {
         match self.lists.remove(&rel) {
             Some(list) => list.await.joined("a listing worker")?,
             None => Arc::clone(archiver).list(rel, parent).await,

@@ -20,16 +20,16 @@ use crate::format::tree::{Node, Tree};
 use crate::runtime;
 
 /// A directory entry's node: known at once, or being made (a file read, a directory
-/// finished).
+/// finished); a read may leave the file out (see [`Archiver::skip`]).
 enum Child {
     Ready(Node),
-    Task(JoinHandle<Result<Node>>),
+    Task(JoinHandle<Result<Option<Node>>>),
 }
 
 impl Child {
-    async fn node(self) -> Result<Node> {
+    async fn node(self) -> Result<Option<Node>> {
         match self {
-            Child::Ready(node) => Ok(node),
+            Child::Ready(node) => Ok(Some(node)),
             Child::Task(task) => task.await.joined("a backup worker")?,
         }
     }
@@ -65,7 +65,12 @@ impl Archiver {
     /// its tree in the parent snapshot. Returns its node.
     pub async fn archive(self: Arc<Self>, meta: EntryMeta, parent: Option<Id>) -> Result<Node> {
         let mut ahead = ListAhead::new(self.opts.read_ahead);
-        let listed = Arc::clone(&self).list(PathBuf::new(), parent).await?;
+        let Some(listed) = Arc::clone(&self).list(PathBuf::new(), parent).await? else {
+            return Err(Error::io(
+                self.source.uri(),
+                std::io::Error::other("the top directory cannot be read"),
+            ));
+        };
         let mut open = vec![Level::new(PathBuf::new(), meta, listed)];
         let mut held_max = 0;
         loop {
@@ -89,15 +94,8 @@ impl Archiver {
                         Some(listed) => listed,
                         None => ahead.take(&self, rel.clone(), parent).await,
                     };
-                    match listed {
-                        Ok(listed) => open.push(Level::new(rel, entry, listed)),
-                        Err(Error::Io { path, cause })
-                            if cause.kind() == std::io::ErrorKind::NotFound =>
-                        {
-                            self.progress
-                                .warn(&format!("{path}: vanished during the backup, skipped"));
-                        }
-                        Err(e) => return Err(e),
+                    if let Some(listed) = listed? {
+                        open.push(Level::new(rel, entry, listed));
                     }
                 }
                 None => {
@@ -105,7 +103,11 @@ impl Archiver {
                     let finish = self.start_finish(done).await?;
                     match open.last_mut() {
                         Some(level) => level.children.push(finish),
-                        None => return finish.node().await,
+                        None => {
+                            let root = finish.node().await?;
+                            return root
+                                .ok_or_else(|| Error::bug("the top directory was left out"));
+                        }
                     }
                 }
             }
@@ -135,7 +137,7 @@ impl Archiver {
         self: &Arc<Self>,
         rel: PathBuf,
         entry: EntryMeta,
-    ) -> JoinHandle<Result<Node>> {
+    ) -> JoinHandle<Result<Option<Node>>> {
         let slot = Arc::clone(&self.file_slots)
             .acquire_owned()
             .await
@@ -165,23 +167,16 @@ impl Archiver {
         Ok(Child::Task(tokio::spawn(async move {
             let node = me.finish(level).await;
             drop(slot);
-            node
+            node.map(Some)
         })))
     }
 
-    /// A directory's node: its tree made of its entries' nodes (those that vanished during
-    /// the backup left out), the parent's when unchanged.
+    /// A directory's node: its tree made of its entries' nodes (those left out left out),
+    /// the parent's when unchanged.
     async fn finish(&self, level: Level) -> Result<Node> {
         let mut nodes = Vec::with_capacity(level.children.len());
         for child in level.children {
-            match child.node().await {
-                Ok(node) => nodes.push(node),
-                Err(Error::Io { path, cause }) if cause.kind() == std::io::ErrorKind::NotFound => {
-                    self.progress
-                        .warn(&format!("{path}: vanished during the backup, skipped"));
-                }
-                Err(e) => return Err(e),
-            }
+            nodes.extend(child.node().await?);
         }
         let tree = Tree { nodes };
         // Unchanged directory: its tree is the parent's, already stored (unless only in a
