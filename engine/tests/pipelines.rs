@@ -228,6 +228,31 @@ async fn init_refuses_a_repository_that_lost_its_config_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_without_reading_data_finds_a_pack_cut_short() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    run_backup(&repo, &f.volume).await;
+    let clean = check(repo.clone(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(clean.is_ok(), "{:?}", clean.errors);
+
+    let packs = f.store.list("data/").await.unwrap();
+    let victim = packs.iter().max_by_key(|m| m.size).unwrap();
+    let bytes = f.store.get(&victim.key).await.unwrap();
+    let cut = bytes.slice(..bytes.len() - 1000);
+    f.store.put(&victim.key, cut).await.unwrap();
+    let report = check(repo, false, Arc::new(NoProgress)).await.unwrap();
+    let pack = victim.key.rsplit('/').next().unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].contains(pack) && report.errors[0].contains("cut short"),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_pack_fails_restore_and_check_names_it() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();

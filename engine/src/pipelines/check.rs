@@ -9,8 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::crypto::SEAL_OVERHEAD;
 use crate::format::id::Id;
-use crate::format::pack::{verified_header, Pack};
+use crate::format::pack::{verified_header, Pack, PackEntry, ENTRY_LEN};
 use crate::format::tree::NodeKind;
 use crate::progress::Progress;
 use crate::repo::index::{list_index_files, read_index_file};
@@ -46,6 +47,17 @@ impl CheckReport {
     }
 }
 
+/// The size of a pack holding `entries`: the sealed blobs, the sealed header and its
+/// length (FORMAT.md, "Packs").
+fn pack_size(entries: &[PackEntry]) -> u64 {
+    let blobs = entries
+        .iter()
+        .map(|e| u64::from(e.offset) + u64::from(e.length))
+        .max()
+        .unwrap_or(0);
+    blobs + (entries.len() * ENTRY_LEN + SEAL_OVERHEAD) as u64 + 4
+}
+
 pub async fn check(
     repo: Arc<Repository>,
     read_data: bool,
@@ -77,7 +89,23 @@ pub async fn check(
         .buffer_unordered(8);
     while let Some((id, read)) = reads.next().await {
         match read {
-            Ok(_) => {}
+            // A pack's size follows from its entries: a pack cut short (or grown) is found
+            // without reading it.
+            Ok(listed) => {
+                for (pack, entries) in &listed {
+                    let Some(&size) = packs.get(pack) else {
+                        continue;
+                    };
+                    let expected = pack_size(entries);
+                    if size != expected {
+                        report.errors.push(format!(
+                            "pack {pack} is {size} bytes but index file {id} says {expected}: \
+                             it is cut short or damaged; its blobs are unreadable unless copies \
+                             exist (run `check --read-data` to name the files)"
+                        ));
+                    }
+                }
+            }
             Err(Error::Store(e)) if e.is_not_found() => {}
             Err(e) if e.kind() == ErrorKind::Damaged => report.errors.push(format!(
                 "index file {id} is damaged ({e}); the packs only it names look unindexed"
