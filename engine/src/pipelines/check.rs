@@ -115,12 +115,19 @@ pub async fn check(
     }
 
     // The index may only name packs that exist.
+    // Each pack's blobs are kept only when packs are read against them: the packs holding a
+    // blob's location are enough otherwise, and far fewer.
     let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
-    repo.index()
-        .for_each(&mut |blob, loc| blobs_by_pack.entry(loc.pack).or_default().push(blob))?;
+    let mut located: HashSet<Id> = HashSet::new();
+    repo.index().for_each(&mut |blob, loc| {
+        located.insert(loc.pack);
+        if read_data {
+            blobs_by_pack.entry(loc.pack).or_default().push(blob);
+        }
+    })?;
     let named = repo.index().packs()?;
     for pack in named.iter().filter(|p| !packs.contains_key(p)) {
-        match blobs_by_pack.contains_key(pack) {
+        match located.contains(pack) {
             true => report
                 .errors
                 .push(format!("index names pack {pack}, which is missing")),

@@ -334,7 +334,10 @@ impl Repository {
         let window = window_for(&range);
         let cell = self.tree_windows.cell(loc.pack, window.start);
         let read = cell
-            .get_or_try_init(|| self.store.get_range(&key, window.clone()))
+            .get_or_try_init(|| async {
+                let _turn = self.tree_windows.read_turn().await;
+                self.store.get_range(&key, window.clone()).await
+            })
             .await?;
         let sealed = match windows::slice(read, window.start, &range) {
             Some(sealed) => sealed,

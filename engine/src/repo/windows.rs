@@ -23,18 +23,41 @@ const KEPT: usize = 8;
 /// A window's bytes, read once by whoever asks first.
 pub type Cell = Arc<OnceCell<Bytes>>;
 
-#[derive(Default)]
 pub struct PackWindows {
     windows: Mutex<VecDeque<(Id, u64, Cell)>>,
+    /// Window reads under way at once: the walks that load trees ahead ask for many
+    /// windows at a time, and each read holds a window's bytes.
+    reads: tokio::sync::Semaphore,
+}
+
+/// Window reads under way at once.
+const READS: usize = 4;
+
+impl Default for PackWindows {
+    fn default() -> Self {
+        PackWindows {
+            windows: Mutex::default(),
+            reads: tokio::sync::Semaphore::new(READS),
+        }
+    }
 }
 
 impl PackWindows {
     /// The cell of the window of `pack` starting at `start`: shared with everyone asking for
-    /// the same window while it is kept; the oldest window is dropped beyond the bound.
+    /// the same window while it is kept; the least recently used window is dropped beyond
+    /// the bound.
     pub fn cell(&self, pack: Id, start: u64) -> Cell {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, cell)) = windows.iter().find(|(p, s, _)| *p == pack && *s == start) {
-            return Arc::clone(cell);
+        if let Some(at) = windows
+            .iter()
+            .position(|(p, s, _)| *p == pack && *s == start)
+        {
+            // Most recently used last: a walk keeps coming back to the windows of the
+            // directories it is in, while those it has left age out.
+            let hit = windows.remove(at).expect("found");
+            let cell = Arc::clone(&hit.2);
+            windows.push_back(hit);
+            return cell;
         }
         if windows.len() >= KEPT {
             windows.pop_front();
@@ -42,6 +65,13 @@ impl PackWindows {
         let cell = Cell::default();
         windows.push_back((pack, start, Arc::clone(&cell)));
         cell
+    }
+}
+
+impl PackWindows {
+    /// Waits for a turn to read a window ([`READS`] at once).
+    pub async fn read_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.reads.acquire().await.expect("semaphore open")
     }
 }
 
