@@ -614,3 +614,72 @@ async fn registry_blobs_that_do_not_match_their_digest_are_named_tiny_or_large()
     }
     assert_eq!(warnings.len(), 2, "{warnings:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_backup_heals_deleted_data_and_tree_packs() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    // One blob per pack, so each deletion takes exactly one blob.
+    let one_per_pack = || BackupOptions {
+        pack_size: 1,
+        ..BackupOptions::default()
+    };
+    let source = Arc::new(FsSource::new(&f.volume).unwrap());
+    let (_, first) = backup(
+        repo.clone(),
+        source.clone(),
+        one_per_pack(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let root = repo.load_tree(&first.tree).await.unwrap();
+    let volume = repo
+        .load_tree(&root.nodes[0].subtree.unwrap())
+        .await
+        .unwrap();
+    let data_tree = volume.find(b"_data").unwrap().subtree.unwrap();
+    let data = repo.load_tree(&data_tree).await.unwrap();
+    let notes = data.find(b"notes.txt").unwrap();
+    let pack_of = |id: &stowage_engine::Id| repo.index().lookup(id).unwrap().unwrap().pack;
+    for pack in [pack_of(notes.blobs().next().unwrap()), pack_of(&data_tree)] {
+        let hex = pack.to_hex();
+        f.store
+            .delete(&format!("data/{}/{hex}", &hex[..2]))
+            .await
+            .unwrap();
+    }
+
+    // Same volume, same cache: without healing, the backup would rely on both packs.
+    let warnings = Arc::new(Warnings::default());
+    let (_, second) = backup(repo.clone(), source, one_per_pack(), warnings.clone())
+        .await
+        .unwrap();
+    let said = warnings.0.lock().unwrap().join("\n");
+    assert!(
+        said.contains("2 pack(s) the index names are missing"),
+        "{said}"
+    );
+    assert!(second.summary.new_blobs >= 2, "{:?}", second.summary);
+    // Blobs are named by their content: stored again, they make the first snapshot whole
+    // too. check says so, and both restore exactly.
+    let report = check(repo.clone(), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("its blobs have other copies")),
+        "{:?}",
+        report.notes
+    );
+    for (n, snap) in [&first, &second].into_iter().enumerate() {
+        let out = f.out.join(format!("night{n}"));
+        std::fs::create_dir_all(&out).unwrap();
+        restore_into(&repo, snap, &out).await;
+        let diffs = tree_differences(&f.volume, &out.join("dtr-registry-r1"));
+        assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    }
+}

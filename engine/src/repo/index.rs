@@ -113,6 +113,9 @@ pub struct Index {
     marked: Arc<RwLock<HashSet<Id>>>,
     /// Index files that did not authenticate or decode at the last sync, and why.
     damaged: Arc<RwLock<Vec<(Id, String)>>>,
+    /// Packs the index names that a backup found missing from the store: their blobs are
+    /// not relied on, so the backup stores them again.
+    missing: Arc<RwLock<HashSet<Id>>>,
 }
 
 /// What a sync did.
@@ -128,6 +131,7 @@ impl Index {
             kv,
             marked: Arc::default(),
             damaged: Arc::default(),
+            missing: Arc::default(),
         }
     }
 
@@ -139,13 +143,26 @@ impl Index {
         self.marked().contains(pack)
     }
 
+    /// Notes the packs found missing from the store, which no new snapshot may rely on.
+    pub fn set_missing(&self, packs: HashSet<Id>) {
+        *self.missing.write().unwrap_or_else(|e| e.into_inner()) = packs;
+    }
+
+    /// Whether a new snapshot may rely on a blob in `pack`: not marked by a prune, not
+    /// found missing.
+    pub fn usable_pack(&self, pack: &Id) -> bool {
+        let missing = self.missing.read().unwrap_or_else(|e| e.into_inner());
+        !self.is_marked(pack) && !missing.contains(pack)
+    }
+
     /// The pack holding a copy of the blob that a new snapshot may rely on: none when the
-    /// blob is unknown or its known copy is in a pack a prune marked for deletion.
+    /// blob is unknown or its known copy is in a pack a prune marked for deletion or one
+    /// found missing.
     pub fn usable(&self, id: &Id) -> Result<Option<Id>> {
         Ok(self
             .lookup(id)?
             .map(|loc| loc.pack)
-            .filter(|pack| !self.is_marked(pack)))
+            .filter(|pack| self.usable_pack(pack)))
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {

@@ -241,9 +241,9 @@ impl Packer {
     }
 
     /// Whether a blob known to be in `pack` may be relied on (the pack is not marked by a
-    /// prune), as [`stored`](Self::stored) says for blobs looked up by id.
+    /// prune nor missing), as [`stored`](Self::stored) says for blobs looked up by id.
     pub fn stored_in(&self, pack: Id) -> bool {
-        if self.repo.index().is_marked(&pack) {
+        if !self.repo.index().usable_pack(&pack) {
             return false;
         }
         lock(&self.relied).insert(pack);

@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::{add, display, Archiver};
-use crate::error::{Joined, Result};
+use crate::error::{ErrorKind, Joined, Result};
 use crate::format::id::Id;
 use crate::format::tree::{Node, NodeKind, Tree, INLINE_MAX};
 use crate::runtime;
@@ -35,13 +35,24 @@ pub(super) struct ParentTree {
 }
 
 impl ParentTree {
-    /// Loads the tree `id`, unless there is none.
+    /// Loads the tree `id`, unless there is none or it cannot be read.
     async fn load(archiver: &Archiver, id: Option<Id>) -> Result<Option<Self>> {
         let Some(id) = id else {
             return Ok(None);
         };
-        let (tree, pack) = archiver.repo.load_tree_and_pack(&id).await?;
-        Ok(Some(ParentTree { id, tree, pack }))
+        match archiver.repo.load_tree_and_pack(&id).await {
+            Ok((tree, pack)) => Ok(Some(ParentTree { id, tree, pack })),
+            // Damage in the parent snapshot costs this directory's files a read, not the
+            // backup.
+            Err(e) if e.kind() == ErrorKind::Damaged => {
+                archiver.progress.warn(&format!(
+                    "the parent snapshot's tree {} cannot be read ({e}); its directory is read again",
+                    id.short()
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
