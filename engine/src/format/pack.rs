@@ -1,9 +1,11 @@
 //! Packs (FORMAT.md, "Packs"): many sealed blobs, then a sealed header describing them, then
 //! the header's length as a little-endian u32. A pack's id is the BLAKE3 of its bytes.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
 use crate::format::compress::Compression;
-use crate::format::crypto::Keys;
+use crate::format::crypto::{Keys, SEAL_OVERHEAD};
 use crate::format::id::Id;
 use stowage_backends::{Store, StoreError, Upload};
 
@@ -39,6 +41,8 @@ pub struct PackEntry {
 }
 
 pub const ENTRY_LEN: usize = 46;
+/// The header's length at the end of a pack (u32 LE).
+const HEADER_LENGTH_LEN: u64 = 4;
 
 impl PackEntry {
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -105,6 +109,27 @@ impl Pack {
     pub fn key(id: &Id) -> String {
         let hex = id.to_hex();
         format!("data/{}/{}", &hex[..2], hex)
+    }
+
+    /// The packs in `store`, with their sizes in bytes.
+    pub async fn list_stored(store: &dyn Store) -> Result<HashMap<Id, u64>> {
+        Ok(store
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((m.key.rsplit('/').next()?.parse().ok()?, m.size)))
+            .collect())
+    }
+
+    /// The size of a pack holding `entries` (all of them, in the order written): the sealed
+    /// blobs, the sealed header and its length.
+    pub fn len_for(entries: &[PackEntry]) -> u64 {
+        let blobs = entries
+            .iter()
+            .map(|e| u64::from(e.offset) + u64::from(e.length))
+            .max()
+            .unwrap_or(0);
+        blobs + (entries.len() * ENTRY_LEN + SEAL_OVERHEAD) as u64 + HEADER_LENGTH_LEN
     }
 
     /// Stores the pack under its key in `store` (the store its upload came from).
@@ -272,6 +297,13 @@ mod tests {
         pack.store(&store).await.expect("store");
         let bytes = store.get(&Pack::key(&id)).await.expect("stored");
         assert_eq!(id, Id::hash_of(&bytes));
+        assert_eq!(
+            Pack::len_for(&entries),
+            bytes.len() as u64,
+            "check's size rule"
+        );
+        let listed = Pack::list_stored(&store).await.expect("list");
+        assert_eq!(listed.get(&id), Some(&(bytes.len() as u64)));
         assert_eq!(read_header(&keys, &id, &bytes).expect("header"), entries);
         for (e, blob) in entries.iter().zip(blobs) {
             let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];

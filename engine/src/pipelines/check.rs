@@ -9,9 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::crypto::SEAL_OVERHEAD;
 use crate::format::id::Id;
-use crate::format::pack::{verified_header, Pack, PackEntry, ENTRY_LEN};
+use crate::format::pack::{verified_header, Pack};
 use crate::format::tree::NodeKind;
 use crate::progress::Progress;
 use crate::repo::index::{list_index_files, read_index_file};
@@ -47,30 +46,13 @@ impl CheckReport {
     }
 }
 
-/// The size of a pack holding `entries`: the sealed blobs, the sealed header and its
-/// length (FORMAT.md, "Packs").
-fn pack_size(entries: &[PackEntry]) -> u64 {
-    let blobs = entries
-        .iter()
-        .map(|e| u64::from(e.offset) + u64::from(e.length))
-        .max()
-        .unwrap_or(0);
-    blobs + (entries.len() * ENTRY_LEN + SEAL_OVERHEAD) as u64 + 4
-}
-
 pub async fn check(
     repo: Arc<Repository>,
     read_data: bool,
     progress: Arc<dyn Progress>,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let packs: HashMap<Id, u64> = repo
-        .store()
-        .list("data/")
-        .await?
-        .into_iter()
-        .filter_map(|m| Some((m.key.rsplit('/').next()?.parse().ok()?, m.size)))
-        .collect();
+    let packs = Pack::list_stored(repo.store().as_ref()).await?;
     report.packs = packs.len();
 
     // Every index file authenticates and decodes: read from the store, not the cache, which
@@ -96,7 +78,7 @@ pub async fn check(
                     let Some(&size) = packs.get(pack) else {
                         continue;
                     };
-                    let expected = pack_size(entries);
+                    let expected = Pack::len_for(entries);
                     if size != expected {
                         report.errors.push(format!(
                             "pack {pack} is {size} bytes but index file {id} says {expected}: \

@@ -102,6 +102,7 @@ pub async fn copy_with(
     progress: Arc<dyn Progress>,
 ) -> Result<CopySummary> {
     crate::repo::packer::adopt_unindexed(&dst).await?;
+    crate::repo::packer::heal_missing_packs(&dst, progress.as_ref()).await?;
     progress.phase("copy: plan", None);
     let plan = plan(&src, &dst, snapshots).await?;
     let mut summary = CopySummary {

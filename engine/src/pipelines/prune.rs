@@ -109,12 +109,7 @@ impl Inventory {
             .buffer_unordered(8)
             .try_collect()
             .await?;
-        let stored = store
-            .list("data/")
-            .await?
-            .into_iter()
-            .filter_map(|m| Some((m.key.rsplit('/').next()?.parse().ok()?, m.size)))
-            .collect();
+        let stored = Pack::list_stored(store).await?;
         Ok(Inventory {
             marks,
             index_files,

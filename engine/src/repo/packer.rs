@@ -19,6 +19,7 @@ use crate::format::crypto::SEAL_OVERHEAD;
 use crate::format::id::Id;
 use crate::format::index_file::{encode_index_file, INDEX_FILE_ENTRIES};
 use crate::format::pack::{BlobKind, Pack, PackBuilder, PackEntry};
+use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::runtime;
 use stowage_backends::{Buffered, Upload};
@@ -465,6 +466,32 @@ impl Drop for Packer {
             handle.abort();
         }
     }
+}
+
+/// Finds the packs the index names that the store lacks (deleted, lost with a disk), so that
+/// a run that writes snapshots stores their blobs again instead of relying on them
+/// ([`Index::usable_pack`]): the new snapshots are whole, and, blobs being named by their
+/// content, so are the older ones that needed those blobs. Called beside
+/// [`adopt_unindexed`] by every pipeline that writes snapshots.
+///
+/// [`Index::usable_pack`]: crate::repo::index::Index::usable_pack
+pub async fn heal_missing_packs(repo: &Repository, progress: &dyn Progress) -> Result<()> {
+    let stored = Pack::list_stored(repo.store().as_ref()).await?;
+    let missing: HashSet<Id> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .filter(|p| !stored.contains_key(p))
+        .collect();
+    if !missing.is_empty() {
+        progress.warn(&format!(
+            "{} pack(s) the index names are missing from the repository; this run stores \
+             their blobs again (run `stowage check` to see which older snapshots they break)",
+            missing.len()
+        ));
+    }
+    repo.index().set_missing(missing);
+    Ok(())
 }
 
 /// Indexes the packs a killed run on this host stored but never indexed (noted in the local

@@ -456,6 +456,7 @@ pub async fn backup_tar(
     let started = Instant::now();
     let time = chrono::Utc::now();
     let adopted = crate::repo::packer::adopt_unindexed(&repo).await?;
+    crate::repo::packer::heal_missing_packs(&repo, progress.as_ref()).await?;
     progress.phase("backup", None);
     let packer = Packer::start(Arc::clone(&repo), opts.pack_size);
     let bytes_in = Arc::new(AtomicU64::new(0));

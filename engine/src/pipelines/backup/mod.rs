@@ -117,7 +117,7 @@ pub async fn backup(
     warn_on_replica_change(parent.as_ref(), replica_id.as_deref(), progress.as_ref());
 
     let adopted = crate::repo::packer::adopt_unindexed(&repo).await?;
-    heal_missing_packs(&repo, progress.as_ref()).await?;
+    crate::repo::packer::heal_missing_packs(&repo, progress.as_ref()).await?;
     progress.phase("backup", None);
     let packer = Packer::start(Arc::clone(&repo), opts.pack_size);
     let archiver = Archiver::new(
@@ -183,34 +183,6 @@ pub async fn backup(
     // Last: only now is everything it refers to durable and indexed.
     let ids = crate::repo::commit::commit(&repo, vec![snapshot.clone()], &written.relied).await?;
     Ok((ids[0], snapshot))
-}
-
-/// Finds the packs the index names that the store lacks (deleted, lost with a disk) and
-/// has the backup store their blobs again instead of relying on them: the new snapshot is
-/// whole even when older ones are not.
-async fn heal_missing_packs(repo: &Repository, progress: &dyn Progress) -> Result<()> {
-    let stored: std::collections::HashSet<Id> = repo
-        .store()
-        .list("data/")
-        .await?
-        .into_iter()
-        .filter_map(|m| m.key.rsplit('/').next()?.parse().ok())
-        .collect();
-    let missing: std::collections::HashSet<Id> = repo
-        .index()
-        .packs()?
-        .into_iter()
-        .filter(|p| !stored.contains(p))
-        .collect();
-    if !missing.is_empty() {
-        progress.warn(&format!(
-            "{} pack(s) the index names are missing from the repository; this backup stores \
-             their blobs again (run `stowage check` to see which older snapshots they break)",
-            missing.len()
-        ));
-    }
-    repo.index().set_missing(missing);
-    Ok(())
 }
 
 /// The snapshot to compare against: the one named, or the latest of the same host and source.

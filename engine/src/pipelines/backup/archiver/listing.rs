@@ -85,7 +85,6 @@ impl Archiver {
         rel: PathBuf,
         parent: Option<Id>,
     ) -> Result<Option<Listed>> {
-        let parent = ParentTree::load(&self, parent).await?;
         let _slot = self.dir_slots.acquire().await.expect("semaphore open");
         let rt = runtime::handle();
         let me = Arc::clone(&self);
@@ -95,15 +94,17 @@ impl Archiver {
         .await?
     }
 
-    /// Lists `rel` and then, depth first, its subdirectories while `budget` lasts.
+    /// Lists `rel` and then, depth first, its subdirectories while `budget` lasts; `parent`
+    /// is its tree in the parent snapshot.
     fn list_below(
         &self,
         rt: &Handle,
         rel: &Path,
-        parent: Option<ParentTree>,
+        parent: Option<Id>,
         budget: &mut usize,
         depth: usize,
     ) -> Result<Option<Listed>> {
+        let parent = runtime::wait(rt, ParentTree::load(self, parent))?;
         let listed = match self.source.read_dir(rel) {
             Ok(listed) => listed,
             Err(e) => return self.skip(rel, e).map(|()| None),
@@ -117,8 +118,7 @@ impl Archiver {
             }
             if let Prepared::Dir(meta, subtree, listing @ None) = entry {
                 let at = rel.join(std::ffi::OsStr::from_bytes(&meta.name));
-                let below = runtime::wait(rt, ParentTree::load(self, *subtree));
-                *listing = Some(below.and_then(|p| self.list_below(rt, &at, p, budget, depth + 1)));
+                *listing = Some(self.list_below(rt, &at, *subtree, budget, depth + 1));
             }
         }
         Ok(Some(Listed { entries, parent }))
