@@ -118,6 +118,10 @@ enum Command {
     /// Delete the data no snapshot needs: marks it first, deletes it in a later prune after
     /// a grace period; repacks partly used packs. Safe beside running backups.
     Prune(cmd::prune::Args),
+    /// Repair what `check` names: the index (from the packs' own headers) or snapshots that
+    /// need lost blobs.
+    #[command(subcommand)]
+    Repair(cmd::repair::Command),
     /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
     /// blobs it lacks; creates the destination when it does not exist.
     Copy(cmd::copy::Args),
@@ -211,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Copy(args) => cmd::copy::run(&ctx, args).await,
         Command::Forget(args) => cmd::forget::run(&ctx, args).await,
         Command::Prune(args) => cmd::prune::run(&ctx, args).await,
+        Command::Repair(command) => cmd::repair::run(&ctx, command).await,
         Command::Diff(args) => cmd::diff::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
         Command::Optimize(args) => cmd::optimize::run(&ctx, args).await,

@@ -216,3 +216,67 @@ fn a_cache_that_cannot_be_opened_is_moved_aside_and_rebuilt_in_a_private_directo
         said(&again)
     );
 }
+
+#[test]
+fn a_deleted_pack_is_named_with_its_files_and_repaired_by_index_backup_and_snapshots() {
+    let s = Stowage::new();
+    let (repo, ids, volume) = two_nights(&s);
+    let mut packs: Vec<(u64, PathBuf)> = objects(&repo, "data")
+        .into_iter()
+        .map(|p| (std::fs::metadata(&p).expect("stat").len(), p))
+        .collect();
+    packs.sort();
+    let (_, largest) = packs.pop().expect("a pack");
+    std::fs::remove_file(&largest).expect("delete pack");
+    let pack = largest
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+
+    // Named without reading data, with the files it breaks and the repairs to run.
+    let out = s.run(&["check"]);
+    assert!(!out.status.success());
+    let report = said(&out);
+    assert!(
+        report.contains(&format!("pack {pack} is missing")),
+        "{report}"
+    );
+    assert!(report.contains("affects"), "{report}");
+    assert!(
+        report.contains("to repair:") && report.contains("repair snapshots"),
+        "{report}"
+    );
+    let refused = s.fails(&["prune"]);
+    assert!(refused.contains("repair snapshots"), "{refused}");
+
+    let repaired = s.ok(&["repair", "index"]);
+    assert!(
+        repaired.contains(&format!("pack {pack} is missing")),
+        "{repaired}"
+    );
+    let dry = s.ok(&["repair", "snapshots", "--dry-run"]);
+    assert!(
+        dry.contains("would be repaired") && dry.contains("lost"),
+        "{dry}"
+    );
+    assert_eq!(rows(&s.json(&["snapshots", "--json"])).len(), ids.len());
+
+    // The next backup stores again what the volume still holds; what only night 1 had is
+    // rewritten out of its snapshot, the damaged originals removed.
+    s.ok(&["backup", volume.to_str().expect("utf-8")]);
+    s.ok(&["repair", "snapshots", "--forget"]);
+    s.ok(&["check"]);
+    s.ok(&["prune"]);
+    s.ok(&["check", "--read-data"]);
+    let target = s.path("restore");
+    s.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    let name = volume.file_name().expect("name");
+    let differences = tree_differences(&volume, &target.join(name)).expect("compare");
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}

@@ -293,6 +293,7 @@ fn snapshots(root: Id) -> Vec<Snapshot> {
         },
         program_version: "0.1.0".into(),
         original: Some(Id([0x66; 32])),
+        repaired_from: None,
         tar: Some(TarLayout {
             skeleton: vec![Id([0x55; 32]), Id([0x56; 32])],
             size: 10_240,
@@ -320,6 +321,7 @@ fn snapshots(root: Id) -> Vec<Snapshot> {
         summary: Summary::default(),
         program_version: "0.1.0".into(),
         original: None,
+        repaired_from: None,
         tar: None,
         tables: None,
     };

@@ -16,7 +16,7 @@
 //! | `repo` | a repository on a Store: open and init, the cache-backed index, the packer, commit, Object Lock, the one verified reader and the tree walker |
 //! | `registry` | the registry v2 path grammar, partial restores by repository and tag, snapshot diffs |
 //! | `tar` | tar archives in (metadata and image tars, kept exactly) and out (a snapshot as a tar stream) |
-//! | `pipelines` | one entry function per command: backup, restore, check, copy, prune, forget, dump, stats, optimize, bench |
+//! | `pipelines` | one entry function per command: backup, restore, check, repair, copy, prune, forget, dump, stats, optimize, bench |
 //!
 //! # The runtime rule
 //!
@@ -56,11 +56,15 @@ pub use repo::{Config, DamagedSnapshot, InitOptions, Repository, SnapshotList, F
 // The pipelines' entry points and their options and reports.
 pub use pipelines::backup::{backup, BackupOptions, RACY_MARGIN};
 pub use pipelines::bench::{backup_and_restore, PipelineRow};
-pub use pipelines::check::{check, CheckReport, DamagedPack};
+pub use pipelines::check::{check, CheckReport, DamagedPack, PackDamage};
 pub use pipelines::copy::{copy, copy_with, CopyOptions, CopyPlan, CopySummary};
 pub use pipelines::dump::dump;
 pub use pipelines::optimize::SnapshotSource;
 pub use pipelines::prune::{prune, PruneOptions, PruneReport};
+pub use pipelines::repair::{
+    repair_index, repair_snapshots, RepairIndexReport, RepairSnapshotsOptions,
+    RepairSnapshotsReport, RepairedSnapshot, REPAIRED_TAG,
+};
 pub use pipelines::restore::{restore, RestoreOptions, RestoreSummary};
 pub use pipelines::stats::{stats, RepoStats};
 pub use registry::diff::{diff, BlobChange, Diff, TagChange};

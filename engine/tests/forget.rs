@@ -33,6 +33,7 @@ fn nights(host: &str) -> Vec<(Id, Snapshot)> {
                 summary: Summary::default(),
                 program_version: "test".into(),
                 original: None,
+                repaired_from: None,
                 tar: None,
                 tables: None,
             };

@@ -244,11 +244,21 @@ async fn check_without_reading_data_finds_a_pack_cut_short() {
     f.store.put(&victim.key, cut).await.unwrap();
     let report = check(repo, false, Arc::new(NoProgress)).await.unwrap();
     let pack = victim.key.rsplit('/').next().unwrap();
-    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.damaged_packs.len(), 1, "{report:?}");
+    let damaged = &report.damaged_packs[0];
+    assert_eq!(damaged.pack.to_hex(), pack);
+    assert_eq!(damaged.damage, stowage_engine::PackDamage::WrongSize);
+    assert!(damaged.reason.contains("cut short"), "{damaged:?}");
+    // The files it breaks are named, and what to run.
+    assert!(!damaged.affected.is_empty(), "{damaged:?}");
     assert!(
-        report.errors[0].contains(pack) && report.errors[0].contains("cut short"),
+        report
+            .repairs
+            .iter()
+            .any(|r| r.contains("repair index --read-data")),
         "{:?}",
-        report.errors
+        report.repairs
     );
 }
 
@@ -681,5 +691,293 @@ async fn the_next_backup_heals_deleted_data_and_tree_packs() {
         restore_into(&repo, snap, &out).await;
         let diffs = tree_differences(&f.volume, &out.join("dtr-registry-r1"));
         assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    }
+}
+
+/// The path of the volume's 700 KB registry blob, from the snapshot's top.
+fn registry_blob_path(volume: &Path) -> String {
+    let blobs = volume.join("_data/docker/registry/v2/blobs/sha256");
+    let shard = std::fs::read_dir(&blobs).unwrap().next().unwrap().unwrap();
+    let dir = std::fs::read_dir(shard.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let rel = dir.path().join("data");
+    let rel = rel.strip_prefix(volume.parent().unwrap()).unwrap();
+    rel.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_index_rebuilds_deleted_index_files_and_drops_a_deleted_pack() {
+    use stowage_engine::{repair_index, PackDamage};
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let one_per_pack = || BackupOptions {
+        pack_size: 1,
+        ..BackupOptions::default()
+    };
+    let source = Arc::new(FsSource::new(&f.volume).unwrap());
+    let (first_id, first) = backup(
+        repo.clone(),
+        source.clone(),
+        one_per_pack(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+
+    // Every index file gone: a cold cache knows no blob, and check says what to run.
+    for file in f.store.list("index/").await.unwrap() {
+        f.store.delete(&file.key).await.unwrap();
+    }
+    let cold = || open(f.store.clone(), PASSWORD, Arc::new(MemoryKv::new()));
+    let report = check(cold().await.unwrap(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(!report.errors.is_empty());
+    assert!(
+        report.repairs[0].contains("`stowage repair index`"),
+        "{:?}",
+        report.repairs
+    );
+    let repo = cold().await.unwrap();
+    let packs = stowage_engine::format::pack::Pack::list_stored(f.store.as_ref())
+        .await
+        .unwrap()
+        .len();
+    let repaired = repair_index(repo.clone(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(repaired.indexed_packs, packs, "{repaired:?}");
+    assert!(repaired.unreadable.is_empty() && repaired.missing.is_empty());
+    assert!(repaired.index_files_written >= 1);
+    let report = check(repo.clone(), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    // The nightly backup reads its parent again and needs nothing new.
+    let (_, second) = backup(repo.clone(), source, one_per_pack(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(second.parent, Some(first_id));
+    assert_eq!(second.summary.new_blobs, 0, "{:?}", second.summary);
+
+    // One pack of the registry blob deleted: check names it and the file in both snapshots
+    // without reading data; repair index drops it from the index.
+    let blob_path = registry_blob_path(&f.volume);
+    let node = stowage_engine::find(&repo, &first, &blob_path)
+        .await
+        .unwrap();
+    let pack = repo
+        .index()
+        .lookup(node.blobs().next().unwrap())
+        .unwrap()
+        .unwrap()
+        .pack;
+    f.store
+        .delete(&stowage_engine::format::pack::Pack::key(&pack))
+        .await
+        .unwrap();
+    let report = check(cold().await.unwrap(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(report.damaged_packs.len(), 1, "{report:?}");
+    let damaged = &report.damaged_packs[0];
+    assert_eq!((damaged.pack, damaged.damage), (pack, PackDamage::Missing));
+    assert_eq!(damaged.affected.len(), 2, "{:?}", damaged.affected);
+    assert!(damaged.affected.iter().all(|a| a.ends_with(&blob_path)));
+    assert!(report
+        .repairs
+        .iter()
+        .any(|r| r.contains("repair snapshots")));
+    let repaired = repair_index(cold().await.unwrap(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(repaired.missing, vec![pack]);
+    assert_eq!(
+        repaired.indexed_packs,
+        packs - 1 + second.summary.new_packs as usize
+    );
+    let report = check(cold().await.unwrap(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.damaged_packs.is_empty(), "{report:?}");
+    assert!(
+        report.errors.len() == 1 && report.errors[0].contains("in no index"),
+        "{:?}",
+        report.errors
+    );
+
+    // The next backup stores the blob again; both snapshots restore exactly.
+    let repo = cold().await.unwrap();
+    let source = Arc::new(FsSource::new(&f.volume).unwrap());
+    backup(repo.clone(), source, one_per_pack(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    let report = check(repo.clone(), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    restore_into(&repo, &first, &f.out).await;
+    let diffs = tree_differences(&f.volume, &f.out.join("dtr-registry-r1"));
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_index_with_read_data_salvages_the_good_blobs_of_a_damaged_pack() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+    let notes = stowage_engine::find(&repo, &snap, "dtr-registry-r1/_data/notes.txt")
+        .await
+        .unwrap();
+    let loc = repo
+        .index()
+        .lookup(notes.blobs().next().unwrap())
+        .unwrap()
+        .unwrap();
+    let key = stowage_engine::format::pack::Pack::key(&loc.pack);
+    let mut bytes = f.store.get(&key).await.unwrap().to_vec();
+    let in_pack = bytes.len();
+    bytes[loc.entry.offset as usize + 20] ^= 0x10;
+    f.store.put(&key, bytes.into()).await.unwrap();
+    let entries = stowage_engine::format::pack::read_header(
+        repo.keys(),
+        &loc.pack,
+        &f.store.get(&key).await.unwrap(),
+    )
+    .unwrap();
+    assert!(
+        entries.len() > 1,
+        "the pack holds other blobs: {in_pack} bytes"
+    );
+
+    let repaired = stowage_engine::repair_index(repo.clone(), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(repaired.damaged.len(), 1, "{repaired:?}");
+    assert_eq!(repaired.damaged[0].0, loc.pack);
+    assert_eq!(
+        (repaired.salvaged_blobs, repaired.lost_blobs),
+        (entries.len() - 1, 1)
+    );
+    // Only the damaged blob is lost: check names the one file needing it.
+    let report = check(repo.clone(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].contains("notes.txt"),
+        "{:?}",
+        report.errors
+    );
+
+    // The next backup stores it again; the snapshot restores exactly. The damaged pack is
+    // in no index, still named by a reading check until a prune removes it.
+    let (_, again) = run_backup(&repo, &f.volume).await;
+    assert_eq!(again.summary.new_blobs, 1, "{:?}", again.summary);
+    let report = check(repo.clone(), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.damaged_packs.len(), 1, "{report:?}");
+    assert!(report.damaged_packs[0].affected.is_empty(), "{report:?}");
+    restore_into(&repo, &snap, &f.out).await;
+    let diffs = tree_differences(&f.volume, &f.out.join("dtr-registry-r1"));
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_snapshots_rewrites_snapshots_without_the_lost_files() {
+    use stowage_engine::{repair_snapshots, RepairSnapshotsOptions, REPAIRED_TAG};
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    // One blob per pack, so each deletion takes exactly one blob.
+    let back_up = || async {
+        let source = Arc::new(FsSource::new(&f.volume).unwrap());
+        let opts = BackupOptions {
+            pack_size: 1,
+            ..BackupOptions::default()
+        };
+        backup(repo.clone(), source, opts, Arc::new(NoProgress))
+            .await
+            .unwrap()
+    };
+    let (first_id, first) = back_up().await;
+    std::fs::write(f.volume.join("_data/night2.txt"), "night two").unwrap();
+    back_up().await;
+    // The pack of notes.txt and the tree of `_uploads` lost.
+    let notes = stowage_engine::find(&repo, &first, "dtr-registry-r1/_data/notes.txt")
+        .await
+        .unwrap();
+    let uploads = "dtr-registry-r1/_data/docker/registry/v2/repositories/team/app/_uploads";
+    let uploads_tree = stowage_engine::find(&repo, &first, uploads)
+        .await
+        .unwrap()
+        .subtree
+        .unwrap();
+    for blob in [notes.blobs().next().unwrap(), &uploads_tree] {
+        let pack = repo.index().lookup(blob).unwrap().unwrap().pack;
+        f.store
+            .delete(&stowage_engine::format::pack::Pack::key(&pack))
+            .await
+            .unwrap();
+    }
+    let snapshots_before = f.store.list("snapshots/").await.unwrap().len();
+
+    let dry = RepairSnapshotsOptions {
+        dry_run: true,
+        forget: true,
+    };
+    let found = repair_snapshots(repo.clone(), dry, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(found.repaired.len(), 2, "{found:?}");
+    let lost = &found.repaired[0];
+    assert_eq!(lost.snapshot, first_id);
+    assert!(lost
+        .lost
+        .contains(&"dtr-registry-r1/_data/notes.txt".to_string()));
+    assert!(
+        lost.lost.contains(&format!("{uploads}/")),
+        "{:?}",
+        lost.lost
+    );
+    assert_eq!(
+        f.store.list("snapshots/").await.unwrap().len(),
+        snapshots_before
+    );
+
+    let opts = RepairSnapshotsOptions {
+        dry_run: false,
+        forget: true,
+    };
+    let done = repair_snapshots(repo.clone(), opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(done
+        .repaired
+        .iter()
+        .all(|r| r.removed && r.repaired.is_some()));
+    let snapshots = repo.snapshots().await.unwrap();
+    assert_eq!(snapshots.len(), 2);
+    assert_eq!(snapshots[0].1.repaired_from, Some(first_id));
+    assert!(snapshots
+        .iter()
+        .all(|(_, s)| s.tags.contains(&REPAIRED_TAG.to_string())));
+    // Nothing the repaired snapshots need is lost: check is clean but for the index still
+    // naming the deleted packs, which no snapshot needs now.
+    let report = check(repo.clone(), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    // The repaired second night is the volume without notes.txt, `_uploads` empty.
+    restore_into(&repo, &snapshots[1].1, &f.out).await;
+    let diffs = tree_differences(&f.volume, &f.out.join("dtr-registry-r1"));
+    let expected = ["notes.txt", "_uploads/empty"];
+    assert_eq!(diffs.len(), expected.len(), "{}", diffs.join("\n"));
+    for name in expected {
+        assert!(diffs.iter().any(|d| d.contains(name)), "{name}: {diffs:?}");
     }
 }

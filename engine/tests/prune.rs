@@ -375,7 +375,12 @@ async fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
     f.store.delete(&lost).await.unwrap();
     let before = (f.packs().await, keys(&f.store, "index/").await);
     match prune_at(&f.repo, 0, hour()).await {
-        Err(Error::Corrupt { detail, .. }) => assert!(detail.contains("run `stowage check`")),
+        Err(Error::Corrupt { detail, .. }) => {
+            assert!(
+                detail.contains("`stowage check`") && detail.contains("repair"),
+                "{detail}"
+            )
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!((f.packs().await, keys(&f.store, "index/").await), before);

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use stowage_engine::check;
+use stowage_engine::{check, DamagedPack, PackDamage};
 
 use super::print_json;
 use crate::open::Context;
@@ -12,7 +12,13 @@ pub struct Args {
     read_data: bool,
     #[arg(long)]
     json: bool,
+    /// Name every file a damaged pack breaks (the first few otherwise).
+    #[arg(long, short)]
+    verbose: bool,
 }
+
+/// Paths named per damaged pack without `--verbose`.
+const PATHS_SHOWN: usize = 5;
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
@@ -43,13 +49,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("error: {error}");
         }
         for damaged in &report.damaged_packs {
-            eprintln!(
-                "error: pack {} is damaged: {}",
-                damaged.pack, damaged.reason
-            );
-            for path in &damaged.affected {
-                eprintln!("  affects {path}");
-            }
+            print_damaged(damaged, args.verbose);
+        }
+        for repair in &report.repairs {
+            eprintln!("to repair: {repair}");
         }
     }
     if report.is_ok() {
@@ -64,5 +67,39 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             report.damaged_packs.len()
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// One line for the pack, one for what it breaks, then the paths (the first few unless
+/// `verbose`).
+fn print_damaged(damaged: &DamagedPack, verbose: bool) {
+    match damaged.damage {
+        PackDamage::Missing => eprintln!("error: pack {} is missing", damaged.pack),
+        _ => eprintln!(
+            "error: pack {} is damaged: {}",
+            damaged.pack, damaged.reason
+        ),
+    }
+    let snapshots: std::collections::BTreeSet<&str> = damaged
+        .affected
+        .iter()
+        .filter_map(|a| a.split_once(':').map(|(snapshot, _)| snapshot))
+        .collect();
+    match damaged.affected.len() {
+        0 => eprintln!("  no snapshot needs it"),
+        n => eprintln!(
+            "  {n} file(s) or directories in {} snapshot(s) need it",
+            snapshots.len()
+        ),
+    }
+    let shown = if verbose { usize::MAX } else { PATHS_SHOWN };
+    for path in damaged.affected.iter().take(shown) {
+        eprintln!("  affects {path}");
+    }
+    if damaged.affected.len() > shown {
+        eprintln!(
+            "  ... and {} more (`--verbose` names them all)",
+            damaged.affected.len() - shown
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod init;
 pub mod ls;
 pub mod optimize;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod restore_metadata;
 pub mod snapshots;

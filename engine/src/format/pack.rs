@@ -252,18 +252,44 @@ pub fn verified_header(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<Pa
 
 /// Reads the header of a whole pack's bytes.
 pub fn read_header(keys: &Keys, pack_id: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    read_header_from_tail(keys, pack_id, bytes.len() as u64, bytes)
+}
+
+/// How many bytes from a pack's end hold its header and the header's length, from the
+/// pack's last bytes (at least 4): `repair index` reads just those of each pack.
+pub fn header_tail_len(pack_id: &Id, pack_len: u64, tail: &[u8]) -> Result<u64> {
     let what = || format!("pack {pack_id} header");
-    if bytes.len() < 4 {
+    let Some(len) = tail.last_chunk::<4>() else {
         return Err(Error::corrupt(what(), "pack shorter than its length field"));
-    }
-    let (body, len) = bytes.split_at(bytes.len() - 4);
-    let header_len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    if header_len > body.len() {
+    };
+    let needed = u64::from(u32::from_le_bytes(*len)) + HEADER_LENGTH_LEN;
+    if needed > pack_len {
         return Err(Error::corrupt(what(), "header length exceeds the pack"));
     }
+    Ok(needed)
+}
+
+/// Reads the header of a pack of `pack_len` bytes from its last bytes `tail` (the whole
+/// pack, or at least [`header_tail_len`] of its end).
+pub fn read_header_from_tail(
+    keys: &Keys,
+    pack_id: &Id,
+    pack_len: u64,
+    tail: &[u8],
+) -> Result<Vec<PackEntry>> {
+    let what = || format!("pack {pack_id} header");
+    let needed = header_tail_len(pack_id, pack_len, tail)?;
+    if needed > tail.len() as u64 || tail.len() as u64 > pack_len {
+        return Err(Error::corrupt(
+            what(),
+            "the bytes read do not hold the header",
+        ));
+    }
+    let body = &tail[..tail.len() - HEADER_LENGTH_LEN as usize];
+    let header_len = (needed - HEADER_LENGTH_LEN) as usize;
     let header = keys.open(&body[body.len() - header_len..], what)?;
     let entries = decode_entries(&header, what)?;
-    let data_end = (body.len() - header_len) as u64;
+    let data_end = pack_len - needed;
     if entries.iter().any(|e| e.range().end > data_end) {
         return Err(Error::corrupt(what(), "an entry points past the blobs"));
     }

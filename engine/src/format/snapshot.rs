@@ -82,6 +82,10 @@ pub struct Snapshot {
     /// that snapshot's own original when it was a copy too (the first id of the chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
+    /// Set by `stowage repair snapshots`: the damaged snapshot this one was rewritten from,
+    /// without the files whose blobs were lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_from: Option<Id>,
     /// Set when the snapshot was made from a tar stream (`backup-metadata`, `import-tar`):
     /// what rebuilds that exact tar from the tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]

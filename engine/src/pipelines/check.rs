@@ -1,6 +1,6 @@
 //! The check pipeline: index against packs -> every snapshot's trees and blobs -> with
 //! `read_data`, every pack read, its id and every blob authenticated -> damage mapped back
-//! to the snapshot paths it affects.
+//! to the snapshot paths it affects, and what to run about it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -18,9 +18,23 @@ use crate::repo::walk::{each_tree, Walk};
 use crate::repo::{DamagedSnapshot, Repository, SnapshotList};
 use crate::runtime;
 
+/// What is wrong with a pack some blobs are indexed in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackDamage {
+    /// The store does not have it.
+    Missing,
+    /// Its size is not the one its index file gives: cut short, or grown.
+    #[default]
+    WrongSize,
+    /// Read with `--read-data`: its bytes, header or a blob do not authenticate.
+    Unreadable,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct DamagedPack {
     pub pack: Id,
+    pub damage: PackDamage,
     pub reason: String,
     /// `<snapshot short id>:<path>` of every file or directory that needs this pack.
     pub affected: Vec<String>,
@@ -38,6 +52,8 @@ pub struct CheckReport {
     pub damaged_packs: Vec<DamagedPack>,
     /// Harmless findings (e.g. packs left by an interrupted backup).
     pub notes: Vec<String>,
+    /// What to run about the errors, in order.
+    pub repairs: Vec<String>,
 }
 
 impl CheckReport {
@@ -53,6 +69,12 @@ pub async fn check(
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let packs = Pack::list_stored(repo.store().as_ref()).await?;
+    // Packs whose indexed blobs are lost or in doubt, and why; mapped to the snapshot paths
+    // that need them at the end.
+    let mut suspect: BTreeMap<Id, (PackDamage, String)> = BTreeMap::new();
+    let mut index_damaged = false;
+    // Some snapshot needs a blob or tree no index names.
+    let mut unindexed_needed = false;
     report.packs = packs.len();
 
     // Every index file authenticates and decodes: read from the store, not the cache, which
@@ -80,39 +102,48 @@ pub async fn check(
                     };
                     let expected = Pack::len_for(entries);
                     if size != expected {
-                        report.errors.push(format!(
-                            "pack {pack} is {size} bytes but index file {id} says {expected}: \
-                             it is cut short or damaged; its blobs are unreadable unless copies \
-                             exist (run `check --read-data` to name the files)"
-                        ));
+                        let reason = format!(
+                            "it is {size} bytes but index file {id} says {expected}: cut \
+                             short or damaged"
+                        );
+                        suspect.insert(*pack, (PackDamage::WrongSize, reason));
                     }
                 }
             }
             Err(Error::Store(e)) if e.is_not_found() => {}
-            Err(e) if e.kind() == ErrorKind::Damaged => report.errors.push(format!(
-                "index file {id} is damaged ({e}); the packs only it names look unindexed"
-            )),
+            Err(e) if e.kind() == ErrorKind::Damaged => {
+                index_damaged = true;
+                report.errors.push(format!(
+                    "index file {id} is damaged ({e}); the packs only it names look unindexed"
+                ))
+            }
             Err(e) => return Err(e),
         }
     }
 
     // The index may only name packs that exist.
-    // Each pack's blobs are kept only when packs are read against them: the packs holding a
-    // blob's location are enough otherwise, and far fewer.
+    // Each pack's blobs are kept only for the packs in doubt, or for all when packs are
+    // read against them: the packs holding a blob's location are enough otherwise.
+    let named = repo.index().packs()?;
+    let gone: HashSet<Id> = named
+        .iter()
+        .filter(|p| !packs.contains_key(p))
+        .copied()
+        .collect();
     let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut located: HashSet<Id> = HashSet::new();
     repo.index().for_each(&mut |blob, loc| {
         located.insert(loc.pack);
-        if read_data {
+        if read_data || gone.contains(&loc.pack) || suspect.contains_key(&loc.pack) {
             blobs_by_pack.entry(loc.pack).or_default().push(blob);
         }
     })?;
-    let named = repo.index().packs()?;
-    for pack in named.iter().filter(|p| !packs.contains_key(p)) {
+    for pack in &gone {
         match located.contains(pack) {
-            true => report
-                .errors
-                .push(format!("index names pack {pack}, which is missing")),
+            true => {
+                let reason = "it is missing from the repository".to_string();
+                suspect.insert(*pack, (PackDamage::Missing, reason));
+            }
             // Every blob of it has another copy: nothing is lost, prune drops it.
             false => report.notes.push(format!(
                 "index names pack {pack}, which is missing; its blobs have other copies"
@@ -137,6 +168,7 @@ pub async fn check(
     for (id, snap) in &snapshots {
         for blob in snap.extra_blobs() {
             if !repo.index().contains(blob)? {
+                unindexed_needed = true;
                 report.errors.push(format!(
                     "snapshot {}: its tar skeleton needs blob {blob}, which is in no index",
                     id.short()
@@ -148,6 +180,7 @@ pub async fn check(
             let tree = match tree {
                 Ok(tree) => tree,
                 Err(e) => {
+                    unindexed_needed |= matches!(e, Error::MissingBlob(_));
                     let error = format!("snapshot {snapshot}: tree {tree_id}: {e}");
                     report.errors.push(error);
                     return Ok(());
@@ -156,6 +189,7 @@ pub async fn check(
             for node in &tree.nodes {
                 for blob in node.blobs() {
                     if !repo.index().contains(blob)? {
+                        unindexed_needed = true;
                         report.errors.push(format!(
                             "snapshot {snapshot}: {} needs blob {blob}, which is in no index",
                             node.name.lossy()
@@ -180,11 +214,48 @@ pub async fn check(
             &mut report,
         )
         .await?;
-        if !damaged.is_empty() {
-            map_damage(&repo, &snapshots, &blobs_by_pack, damaged, &mut report).await?;
+        for (pack, reason) in damaged {
+            suspect
+                .entry(pack)
+                .or_insert((PackDamage::Unreadable, reason));
         }
     }
+    if !suspect.is_empty() {
+        map_damage(&repo, &snapshots, &blobs_by_pack, suspect, &mut report).await?;
+    }
+    report.repairs = repairs(&report, index_damaged, unindexed_needed);
     Ok(report)
+}
+
+/// What to run about what `report` found, in order.
+fn repairs(report: &CheckReport, index_damaged: bool, unindexed_needed: bool) -> Vec<String> {
+    let mut repairs = Vec::new();
+    if index_damaged || unindexed_needed {
+        repairs.push(
+            "`stowage repair index` rebuilds the index from the packs' own headers (packs \
+             only a damaged index file named are indexed again)"
+                .to_string(),
+        );
+    }
+    let damaged = &report.damaged_packs;
+    if damaged.iter().any(|d| d.damage != PackDamage::Missing) {
+        repairs.push(
+            "`stowage repair index --read-data` moves the blobs that still authenticate out \
+             of damaged packs and drops the others from the index"
+                .to_string(),
+        );
+    }
+    let lost = damaged.iter().any(|d| !d.affected.is_empty());
+    if lost || unindexed_needed {
+        repairs.push(
+            "a backup of the same sources stores lost blobs that the sources still hold \
+             again, which makes every snapshot needing them whole; then `stowage repair \
+             snapshots` rewrites the snapshots that still need lost blobs without them \
+             (`--forget` also removes the originals)"
+                .to_string(),
+        );
+    }
+    repairs
 }
 
 /// Reads every pack; returns the damaged ones with the reason.
@@ -263,7 +334,7 @@ async fn map_damage(
     repo: &Repository,
     snapshots: &[(Id, crate::format::snapshot::Snapshot)],
     blobs_by_pack: &HashMap<Id, Vec<Id>>,
-    damaged: BTreeMap<Id, String>,
+    damaged: BTreeMap<Id, (PackDamage, String)>,
     report: &mut CheckReport,
 ) -> Result<()> {
     let mut pack_of: HashMap<Id, Id> = HashMap::new();
@@ -308,11 +379,19 @@ async fn map_damage(
             }
         }
     }
-    for (pack, reason) in damaged {
+    for (pack, (damage, reason)) in damaged {
         let mut paths = affected.remove(&pack).unwrap_or_default();
+        if damage == PackDamage::Missing && paths.is_empty() {
+            report.notes.push(format!(
+                "index names pack {pack}, which is missing; no snapshot needs its blobs \
+                 (prune or `stowage repair index` drops it)"
+            ));
+            continue;
+        }
         paths.sort();
         report.damaged_packs.push(DamagedPack {
             pack,
+            damage,
             reason,
             affected: paths,
         });

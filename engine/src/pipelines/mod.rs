@@ -1,5 +1,5 @@
 //! The pipelines: one entry function per command that reads as the steps of the job
-//! (backup, restore, check, copy, prune, forget, dump, stats, optimize, bench). The steps
+//! (backup, restore, check, repair, copy, prune, forget, dump, stats, optimize, bench). The steps
 //! that are the repository's own (packing, committing, reading, walking trees) live in
 //! `repo/`, so each pipeline here is the job, not its plumbing.
 //!
@@ -14,5 +14,6 @@ pub mod dump;
 pub mod forget;
 pub mod optimize;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod stats;

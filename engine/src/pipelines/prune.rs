@@ -166,7 +166,9 @@ fn homes(
             "repository",
             format!(
                 "prune stopped before changing anything: snapshots need {count} blob(s) that are \
-             in no stored pack (e.g. blob {lost}); run `stowage check`"
+             in no stored pack (e.g. blob {lost}); `stowage check` names the files, and says \
+             which repair to run (a backup of the same sources, then `stowage repair \
+             snapshots`)"
             ),
         ));
     }

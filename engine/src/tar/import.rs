@@ -528,6 +528,7 @@ pub async fn backup_tar(
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         original: None,
+        repaired_from: None,
         tar: Some(TarLayout {
             skeleton: ingested.skeleton,
             size: ingested.size,

@@ -105,7 +105,8 @@ pub async fn backup(
             // A damaged parent costs a full read, not the backup.
             Err(e) if e.kind() == crate::error::ErrorKind::Damaged => {
                 progress.warn(&format!(
-                    "the parent snapshot {} cannot be read ({e}); every file is read again",
+                    "the parent snapshot {} cannot be read ({e}); every file is read again \
+                     (`stowage check` names the damage and the repair to run)",
                     id.short()
                 ));
                 None
@@ -177,6 +178,7 @@ pub async fn backup(
         summary,
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         original: None,
+        repaired_from: None,
         tar: None,
         tables: None,
     };
