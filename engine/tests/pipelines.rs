@@ -981,3 +981,42 @@ async fn repair_snapshots_rewrites_snapshots_without_the_lost_files() {
         assert!(diffs.iter().any(|d| d.contains(name)), "{name}: {diffs:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_restore_leaves_blocks_of_zeros_as_holes_and_the_same_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture().await;
+    // Zeros at the start, in the middle (not block-aligned) and at the end.
+    let mut image = vec![0u8; 3 << 20];
+    image.extend(pseudo_random(10_000, 5));
+    image.extend(vec![0u8; 2 << 20]);
+    image.extend(b"end");
+    image.extend(vec![0u8; 1 << 20]);
+    std::fs::write(f.volume.join("_data/disk.img"), &image).unwrap();
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+
+    let allocated = |out: &Path| {
+        let meta = std::fs::metadata(out.join("dtr-registry-r1/_data/disk.img")).unwrap();
+        (meta.len(), meta.blocks() * 512)
+    };
+    for sparse in [false, true] {
+        let out = f.out.join(format!("sparse-{sparse}"));
+        let target = Arc::new(FsTarget::new(&out).unwrap());
+        let opts = RestoreOptions {
+            sparse,
+            ..RestoreOptions::default()
+        };
+        restore(repo.clone(), &snap, target, opts, Arc::new(NoProgress))
+            .await
+            .unwrap();
+        let diffs = tree_differences(&f.volume, &out.join("dtr-registry-r1"));
+        assert!(diffs.is_empty(), "sparse {sparse}: {}", diffs.join("\n"));
+        let (len, on_disk) = allocated(&out);
+        assert_eq!(len, image.len() as u64);
+        match sparse {
+            false => assert!(on_disk >= len, "{on_disk} bytes allocated of {len}"),
+            true => assert!(on_disk < 64 << 10, "{on_disk} bytes allocated of {len}"),
+        }
+    }
+}

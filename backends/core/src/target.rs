@@ -2,7 +2,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -19,6 +19,12 @@ use crate::source::{EntryKind, EntryMeta};
 /// uncommitted sink removes the temporary file.
 pub trait FileSink: Write + Send {
     fn commit(self: Box<Self>) -> io::Result<()>;
+    /// Leaves the next `len` bytes a hole (they read as zeros, and take no space) instead
+    /// of writing them. False when the target cannot: the caller writes the zeros.
+    fn skip(&mut self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
 }
 
 /// Where a restore writes. Paths are relative to the target root. Methods block.
@@ -149,10 +155,13 @@ struct FsSink {
     temp: OsString,
     name: OsString,
     file: Option<File>,
+    /// The file ends in a hole: its length is set at commit.
+    hole_at_end: bool,
 }
 
 impl Write for FsSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hole_at_end = false;
         match &mut self.file {
             Some(f) => f.write(buf),
             None => Err(io::Error::other("file already committed")),
@@ -169,12 +178,26 @@ impl Write for FsSink {
 
 impl FileSink for FsSink {
     fn commit(mut self: Box<Self>) -> io::Result<()> {
-        if let Some(file) = self.file.take() {
+        if let Some(mut file) = self.file.take() {
+            if self.hole_at_end {
+                let len = file.stream_position()?;
+                file.set_len(len)?;
+            }
             drop(file);
             // Replaces whatever stands at the name, a symlink included, without following it.
             rfs::renameat(&self.dir, &self.temp, &self.dir, &self.name)?;
         }
         Ok(())
+    }
+
+    fn skip(&mut self, len: u64) -> io::Result<bool> {
+        let Some(file) = &mut self.file else {
+            return Err(io::Error::other("file already committed"));
+        };
+        let len = i64::try_from(len).map_err(|_| io::Error::other("hole too large"))?;
+        file.seek(io::SeekFrom::Current(len))?;
+        self.hole_at_end = true;
+        Ok(true)
     }
 }
 
@@ -231,6 +254,7 @@ impl Target for FsTarget {
             temp,
             name: name.to_os_string(),
             file: Some(file),
+            hole_at_end: false,
         }))
     }
 

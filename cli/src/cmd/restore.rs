@@ -39,6 +39,10 @@ pub struct Args {
     /// Restore into an existing directory of the same name, replacing files.
     #[arg(long)]
     overwrite: bool,
+    /// Leave runs of zeros (whole 4 KiB blocks) as holes on a local filesystem, so sparse
+    /// files (VM images, preallocated databases) take their former space, not their size.
+    #[arg(long, conflicts_with = "format")]
+    sparse: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -54,6 +58,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let bars = ctx.bars();
     let opts = RestoreOptions {
         overwrite: args.overwrite,
+        sparse: args.sparse,
         only: selection(&repo, &snapshot, &args.includes, &args.include_paths).await?,
         ..RestoreOptions::default()
     };

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use stowage_backends::source::EntryMeta;
-use stowage_backends::target::Target;
+use stowage_backends::target::{FileSink, Target};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
@@ -38,6 +38,8 @@ pub struct RestoreOptions {
     pub writers: usize,
     /// Restore only these paths (a partial restore).
     pub only: Option<Arc<registry::select::Selection>>,
+    /// Leave aligned blocks of zeros as holes where the target can (a local filesystem).
+    pub sparse: bool,
 }
 
 impl Default for RestoreOptions {
@@ -46,6 +48,7 @@ impl Default for RestoreOptions {
             overwrite: false,
             writers: 4,
             only: None,
+            sparse: false,
         }
     }
 }
@@ -70,6 +73,8 @@ struct Restorer {
     only: Option<Arc<registry::select::Selection>>,
     target: Arc<dyn Target>,
     progress: Arc<dyn Progress>,
+    /// Leave blocks of zeros as holes (`RestoreOptions::sparse`).
+    sparse: bool,
     /// One permit per file being written.
     slots: Arc<Semaphore>,
     writers: u32,
@@ -134,6 +139,7 @@ pub async fn restore(
         only: opts.only.clone(),
         target,
         progress,
+        sparse: opts.sparse,
         slots: Arc::new(Semaphore::new(writers as usize)),
         writers,
         failed: Mutex::new(None),
@@ -280,7 +286,8 @@ impl Restorer {
 
     /// Writes one file under a temporary name, verifies it, then gives it its name.
     fn restore_file(&self, rt: &Handle, rel: &Path, node: &Node) -> Result<()> {
-        let mut sink = self.target.create_file(rel).map_err(io_at(rel))?;
+        let sink = self.target.create_file(rel).map_err(io_at(rel))?;
+        let mut sink = Sparse::new(sink, self.sparse);
         let content = read_content(
             &self.repo,
             rt,
@@ -288,7 +295,7 @@ impl Restorer {
             node,
             registry::blob_digest(rel),
             |bytes| {
-                sink.write_all(bytes).map_err(io_at(rel))?;
+                sink.write(bytes).map_err(io_at(rel))?;
                 self.progress.advance(bytes.len() as u64);
                 Ok(())
             },
@@ -296,6 +303,7 @@ impl Restorer {
         if content.digest_verified {
             self.verified.fetch_add(1, Ordering::Relaxed);
         }
+        let mut sink = sink.finish().map_err(io_at(rel))?;
         sink.flush().map_err(io_at(rel))?;
         sink.commit().map_err(io_at(rel))?;
         self.target
@@ -304,5 +312,147 @@ impl Restorer {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(content.bytes, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Holes are made of whole blocks of this size, aligned to it in the file.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes a file's bytes to its sink, leaving aligned blocks of zeros as holes when asked
+/// (`--sparse`) and the target can; the bytes read back are the same either way.
+struct Sparse {
+    sink: Box<dyn FileSink>,
+    sparse: bool,
+    /// The bytes of the current block so far, when they came in pieces.
+    partial: Vec<u8>,
+    /// Zeros not written yet: skipped as one hole before the next write, or at the end.
+    hole: u64,
+}
+
+impl Sparse {
+    fn new(sink: Box<dyn FileSink>, sparse: bool) -> Self {
+        Sparse {
+            sink,
+            sparse,
+            partial: Vec::new(),
+            hole: 0,
+        }
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while self.sparse && !bytes.is_empty() {
+            if self.partial.is_empty() && bytes.len() >= HOLE_BLOCK {
+                let (block, rest) = bytes.split_at(HOLE_BLOCK);
+                self.block(block)?;
+                bytes = rest;
+                continue;
+            }
+            let take = (HOLE_BLOCK - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.partial.len() == HOLE_BLOCK {
+                let block = std::mem::take(&mut self.partial);
+                self.block(&block)?;
+                self.partial = block;
+                self.partial.clear();
+            }
+        }
+        // Not sparse, or no longer (the target cannot make holes).
+        self.sink.write_all(bytes)
+    }
+
+    /// One whole block, at a block boundary of the file.
+    fn block(&mut self, block: &[u8]) -> std::io::Result<()> {
+        if block.iter().all(|&b| b == 0) {
+            self.hole += block.len() as u64;
+            return Ok(());
+        }
+        self.skip_hole()?;
+        self.sink.write_all(block)
+    }
+
+    fn skip_hole(&mut self) -> std::io::Result<()> {
+        let hole = std::mem::take(&mut self.hole);
+        if hole > 0 && !self.sink.skip(hole)? {
+            // The target cannot make holes: the zeros are written, and no more holes tried.
+            self.sparse = false;
+            let zeros = [0u8; HOLE_BLOCK];
+            for _ in 0..hole / HOLE_BLOCK as u64 {
+                self.sink.write_all(&zeros)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending (the last, partial block is written as it is).
+    fn finish(mut self) -> std::io::Result<Box<dyn FileSink>> {
+        self.skip_hole()?;
+        let partial = std::mem::take(&mut self.partial);
+        self.sink.write_all(&partial)?;
+        Ok(self.sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink into memory; holes, when it takes them, are zeros it did not get written.
+    struct Memory {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        holes: bool,
+        skipped: Arc<AtomicU64>,
+    }
+
+    impl Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl FileSink for Memory {
+        fn commit(self: Box<Self>) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn skip(&mut self, len: u64) -> std::io::Result<bool> {
+            if self.holes {
+                self.skipped.fetch_add(len, Ordering::Relaxed);
+                let mut bytes = self.bytes.lock().expect("lock");
+                let at = bytes.len() + len as usize;
+                bytes.resize(at, 0);
+            }
+            Ok(self.holes)
+        }
+    }
+
+    #[test]
+    fn sparse_writes_give_the_same_bytes_with_or_without_holes() {
+        let mut content = vec![0u8; 10_000];
+        content.extend(b"data");
+        content.extend(vec![0u8; 9_000]);
+        for holes in [true, false] {
+            let bytes = Arc::new(Mutex::new(Vec::new()));
+            let skipped = Arc::new(AtomicU64::new(0));
+            let sink = Memory {
+                bytes: Arc::clone(&bytes),
+                holes,
+                skipped: Arc::clone(&skipped),
+            };
+            let mut sparse = Sparse::new(Box::new(sink), true);
+            // In pieces that straddle block boundaries.
+            for piece in content.chunks(1_000) {
+                sparse.write(piece).expect("write");
+            }
+            sparse.finish().expect("finish");
+            assert_eq!(*bytes.lock().expect("lock"), content, "holes {holes}");
+            // Blocks 0, 1 and 3 are all zeros; block 2 holds the data; the last one, partial,
+            // is written.
+            let expected = if holes { 3 * HOLE_BLOCK as u64 } else { 0 };
+            assert_eq!(skipped.load(Ordering::Relaxed), expected);
+        }
     }
 }
