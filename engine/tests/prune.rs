@@ -376,6 +376,7 @@ async fn prune_refuses_to_run_when_a_snapshot_needs_a_missing_pack() {
     let before = (f.packs().await, keys(&f.store, "index/").await);
     match prune_at(&f.repo, 0, hour()).await {
         Err(Error::Corrupt { detail, .. }) => {
+            // Whether the pack held trees or data.
             assert!(
                 detail.contains("`stowage check`") && detail.contains("repair"),
                 "{detail}"

@@ -168,11 +168,15 @@ fn sweep_uploads(root: &Path) {
 
 /// A pack written straight to a temporary file in its future directory, renamed into place
 /// once its key (its hash) is known.
+/// What an upload gathers before writing it to its file.
+const UPLOAD_BUFFER: usize = 256 << 10;
+
 struct FileUpload {
     store: String,
     root: Arc<PathBuf>,
     temp: PathBuf,
-    file: Option<File>,
+    /// Buffered: a tree pack is written a few hundred bytes at a time.
+    file: Option<io::BufWriter<File>>,
 }
 
 #[async_trait]
@@ -189,7 +193,7 @@ impl Upload for FileUpload {
         let (temp, path) = (self.temp.clone(), self.root.join(key));
         let file = self.file.take();
         let published = tokio::task::spawn_blocking(move || match file {
-            Some(file) => publish(&temp, file, &path),
+            Some(file) => publish(&temp, file.into_inner().map_err(|e| e.into_error())?, &path),
             None => Err(io::Error::other("upload already finished")),
         })
         .await
@@ -354,7 +358,7 @@ impl Store for FsStore {
                 store: self.describe(),
                 root: Arc::clone(&self.root),
                 temp,
-                file: Some(file),
+                file: Some(io::BufWriter::with_capacity(UPLOAD_BUFFER, file)),
             })),
             Err(e) => Err(self.error("put", &format!("{dir}/(new object)"), e)),
         }

@@ -336,7 +336,7 @@ pub async fn prune(
                 "repository",
                 format!(
                     "prune stopped before changing anything: the snapshots' trees cannot all be \
-                 read ({e}); run `stowage check`"
+                     read ({e}); `stowage check` names the damage and the repair to run"
                 ),
             )
         })?;

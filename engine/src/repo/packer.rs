@@ -22,7 +22,7 @@ use crate::format::pack::{BlobKind, Pack, PackBuilder, PackEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::runtime;
-use stowage_backends::{Buffered, Upload};
+use stowage_backends::Upload;
 
 /// Packs stored concurrently.
 const UPLOADS: usize = 2;
@@ -66,8 +66,10 @@ pub struct Packer {
     /// Trees go to packs of their own, so that reading a snapshot's directories (restore,
     /// ls, the parent of a backup) takes a few large reads instead of one per directory.
     trees: Mutex<PackBuilder>,
-    /// Blobs added in this run: a blob two files share is packed once.
-    claimed: Mutex<HashSet<Id>>,
+    /// Blobs added in this run and not indexed yet: a blob two files share is packed once.
+    /// Once an index file names a blob, the index says so and it leaves the set, which so
+    /// stays within the blobs of the packs in flight, whatever the run adds in all.
+    claimed: Claimed,
     /// Packs of the blobs found already stored.
     relied: Mutex<HashSet<Id>>,
     /// Whether blobs the repository already holds are skipped (all but repacking).
@@ -96,6 +98,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Stored packs that no index file names yet.
+/// The blobs a packer has taken in and no index file names yet.
+type Claimed = Arc<Mutex<HashSet<Id>>>;
+
 #[derive(Default)]
 struct Unindexed {
     packs: Vec<(Id, Vec<PackEntry>)>,
@@ -106,14 +111,23 @@ struct Unindexed {
 
 impl Unindexed {
     /// Writes an index file naming the packs (all durable) and records it in the local
-    /// index; returns the bytes stored.
-    async fn flush(&mut self, repo: &Repository) -> Result<u64> {
+    /// index; their blobs leave `claimed` (the index knows them now). Returns the bytes
+    /// stored.
+    async fn flush(&mut self, repo: &Repository, claimed: Option<&Claimed>) -> Result<u64> {
         if self.packs.is_empty() {
             return Ok(0);
         }
         let plain = encode_index_file(&self.packs);
         let file = repo.save_sealed("index", &plain).await?;
         repo.index().add(file, &self.packs)?;
+        if let Some(claimed) = claimed {
+            let mut claimed = lock(claimed);
+            for (_, entries) in &self.packs {
+                for entry in entries {
+                    claimed.remove(&entry.id);
+                }
+            }
+        }
         let packs: Vec<Id> = self.packs.iter().map(|(id, _)| *id).collect();
         repo.index().clear_unindexed(&packs)?;
         *self = Unindexed::default();
@@ -128,6 +142,7 @@ async fn upload(
     repo: Arc<Repository>,
     rx: mpsc::Receiver<Pack>,
     failure: Arc<Mutex<Option<String>>>,
+    claimed: Option<Claimed>,
 ) -> Result<Uploaded> {
     let packs =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
@@ -147,7 +162,7 @@ async fn upload(
         })
         .buffer_unordered(UPLOADS);
     let mut uploads = std::pin::pin!(uploads);
-    let result = index_as_stored(&repo, &mut uploads).await;
+    let result = index_as_stored(&repo, &mut uploads, claimed.as_ref()).await;
     if let Err(e) = &result {
         *lock(&failure) = Some(e.to_string());
     }
@@ -157,6 +172,7 @@ async fn upload(
 async fn index_as_stored(
     repo: &Repository,
     uploads: &mut (impl futures::Stream<Item = Result<(Id, Vec<PackEntry>, u64)>> + Unpin),
+    claimed: Option<&Claimed>,
 ) -> Result<Uploaded> {
     let mut done = Uploaded::default();
     let mut unindexed = Unindexed::default();
@@ -166,7 +182,7 @@ async fn index_as_stored(
         done.packs.push(id);
         done.stored_bytes += len;
         if unindexed.blobs + entries.len() > INDEX_FILE_ENTRIES {
-            done.stored_bytes += unindexed.flush(repo).await?;
+            done.stored_bytes += unindexed.flush(repo, claimed).await?;
         }
         unindexed.blobs += entries.len();
         unindexed.packs.push((id, entries));
@@ -175,10 +191,10 @@ async fn index_as_stored(
             || unindexed.blobs >= INDEX_FILE_ENTRIES
             || since.elapsed() >= INDEX_EVERY
         {
-            done.stored_bytes += unindexed.flush(repo).await?;
+            done.stored_bytes += unindexed.flush(repo, claimed).await?;
         }
     }
-    done.stored_bytes += unindexed.flush(repo).await?;
+    done.stored_bytes += unindexed.flush(repo, claimed).await?;
     Ok(done)
 }
 
@@ -197,13 +213,16 @@ impl Packer {
     fn start_with(repo: Arc<Repository>, target_size: usize, dedup: bool) -> Arc<Self> {
         let (tx, rx) = mpsc::channel::<Pack>(1);
         let failure = Arc::new(Mutex::new(None));
-        let uploader = tokio::spawn(upload(Arc::clone(&repo), rx, Arc::clone(&failure)));
+        let claimed = Claimed::default();
+        // A repacking packer takes every blob once, indexed or not: its set stays whole.
+        let forgets = dedup.then(|| Arc::clone(&claimed));
+        let uploader = tokio::spawn(upload(Arc::clone(&repo), rx, Arc::clone(&failure), forgets));
         Arc::new(Packer {
             data: Mutex::new(PackBuilder::default()),
             trees: Mutex::new(PackBuilder::default()),
             repo,
             target_size,
-            claimed: Mutex::new(HashSet::new()),
+            claimed,
             relied: Mutex::new(HashSet::new()),
             dedup,
             tx,
@@ -307,10 +326,9 @@ impl Packer {
     }
 
     /// Appends a claimed blob to the current pack of its kind; returns the pack when it is
-    /// full. Data packs are written as they fill through the store's upload (a directory
-    /// store: a file); tree packs are small and kept in memory until stored. `None` when
-    /// the data pack's upload is still to be started: that may wait on the store, so the
-    /// caller starts it ([`Packer::start_data_pack`]) with no lock held, into `upload`,
+    /// full. Packs are written as they fill through the store's upload (a directory store:
+    /// a file). `None` when the pack's upload is still to be started: that may wait on the
+    /// store, so the caller starts it ([`Packer::start_pack`]) with no lock held, into `upload`,
     /// and comes back. An upload left in `upload` (another blob started the pack in the
     /// meantime) is discarded by the caller.
     fn try_push(
@@ -323,13 +341,15 @@ impl Packer {
                 BlobKind::Data => lock(&self.data),
                 BlobKind::Tree => lock(&self.trees),
             };
-            if blob.kind == BlobKind::Data && current.needs_upload() && upload.is_none() {
+            // Trees stream to the store too: a registry's tree packs are most of what its
+            // initial backup writes, and buffering them took two or three whole packs.
+            if current.needs_upload() && upload.is_none() {
                 return Ok(None);
             }
             let start = || -> Result<Box<dyn Upload>> {
-                Ok(upload
+                upload
                     .take()
-                    .unwrap_or_else(|| Box::new(Buffered::default())))
+                    .ok_or_else(|| Error::bug("a pack started without its upload"))
             };
             current.add(
                 start,
@@ -350,8 +370,8 @@ impl Packer {
         }
     }
 
-    /// The upload of a new data pack.
-    async fn start_data_pack(&self) -> Result<Box<dyn Upload>> {
+    /// The upload of a new pack.
+    async fn start_pack(&self) -> Result<Box<dyn Upload>> {
         let size_hint = pack_capacity(&self.repo, self.target_size);
         Ok(self.repo.store().start_upload("data", size_hint).await?)
     }
@@ -371,7 +391,7 @@ impl Packer {
             if let Some(full) = self.try_push(blob, &mut upload)? {
                 return Ok(full);
             }
-            upload = Some(self.start_data_pack().await?);
+            upload = Some(self.start_pack().await?);
         }
     }
 
@@ -383,7 +403,7 @@ impl Packer {
             if let Some(full) = self.try_push(blob, &mut upload)? {
                 return Ok(full);
             }
-            upload = Some(runtime::wait(&self.rt, self.start_data_pack())?);
+            upload = Some(runtime::wait(&self.rt, self.start_pack())?);
         }
     }
 
@@ -531,7 +551,7 @@ pub async fn adopt_unindexed(repo: &Repository) -> Result<usize> {
         since: None,
     };
     let adopted = unindexed.packs.len();
-    unindexed.flush(repo).await?;
+    unindexed.flush(repo, None).await?;
     let all: Vec<Id> = noted.iter().map(|(id, _)| *id).collect();
     repo.index().clear_unindexed(&all)?;
     Ok(adopted)
