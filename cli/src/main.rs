@@ -20,9 +20,14 @@ pub struct Cli {
     /// Repository location: a directory path or s3://bucket/prefix.
     #[arg(long, short = 'r', env = "STOWAGE_REPO", global = true)]
     repo: Option<String>,
-    /// Read the repository password from this file (else STOWAGE_PASSWORD, else a prompt).
+    /// Read the repository password from this file (else --password-command, else
+    /// STOWAGE_PASSWORD, else a prompt).
     #[arg(long, env = "STOWAGE_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
+    /// Run this command (by `sh -c`) and take the first line it prints as the password:
+    /// a secret manager, e.g. `pass show backup/registry`.
+    #[arg(long, env = "STOWAGE_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
     /// Where the local index cache lives (default: the user's cache directory).
     #[arg(long, env = "STOWAGE_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
@@ -122,6 +127,9 @@ enum Command {
     /// need lost blobs.
     #[command(subcommand)]
     Repair(cmd::repair::Command),
+    /// Manage the key files: one per password that opens the repository.
+    #[command(subcommand)]
+    Key(cmd::key::Command),
     /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
     /// blobs it lacks; creates the destination when it does not exist.
     Copy(cmd::copy::Args),
@@ -216,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Forget(args) => cmd::forget::run(&ctx, args).await,
         Command::Prune(args) => cmd::prune::run(&ctx, args).await,
         Command::Repair(command) => cmd::repair::run(&ctx, command).await,
+        Command::Key(command) => cmd::key::run(&ctx, command).await,
         Command::Diff(args) => cmd::diff::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
         Command::Optimize(args) => cmd::optimize::run(&ctx, args).await,

@@ -24,6 +24,7 @@ use crate::Cli;
 pub struct Context {
     repo: Option<String>,
     password_file: Option<PathBuf>,
+    password_command: Option<String>,
     cache_dir: Option<PathBuf>,
     pub quiet: bool,
     pub s3: S3Options,
@@ -71,6 +72,7 @@ impl Context {
         Context {
             repo: cli.repo.clone(),
             password_file: cli.password_file.clone(),
+            password_command: cli.password_command.clone(),
             cache_dir: cli.cache_dir.clone(),
             quiet: cli.quiet,
             s3: cli.s3.options(),
@@ -173,9 +175,15 @@ impl Context {
         })
     }
 
-    /// The password: `--password-file`, `STOWAGE_PASSWORD`, or a prompt on a terminal.
+    /// The password: `--password-file`, `--password-command`, `STOWAGE_PASSWORD`, or a
+    /// prompt on a terminal.
     pub fn password(&self, confirm: bool) -> anyhow::Result<Vec<u8>> {
-        password_from(self.password_file.as_deref(), "STOWAGE_PASSWORD", confirm)
+        password_from(
+            self.password_file.as_deref(),
+            self.password_command.as_deref(),
+            "STOWAGE_PASSWORD",
+            confirm,
+        )
     }
 
     fn cache_root(&self) -> anyhow::Result<PathBuf> {
@@ -268,8 +276,14 @@ pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-/// A password from `file`, else the environment variable `var`, else a terminal prompt.
-pub fn password_from(file: Option<&Path>, var: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
+/// A password from `file`, else the output of `command` (run by `sh -c`), else the
+/// environment variable `var`, else a terminal prompt.
+pub fn password_from(
+    file: Option<&Path>,
+    command: Option<&str>,
+    var: &str,
+    confirm: bool,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(file) = file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading password file {}", file.display()))?;
@@ -279,6 +293,9 @@ pub fn password_from(file: Option<&Path>, var: &str, confirm: bool) -> anyhow::R
             bail!("password file {} is empty", file.display());
         }
         return Ok(password.as_bytes().to_vec());
+    }
+    if let Some(command) = command {
+        return password_of_command(command);
     }
     if let Ok(password) = std::env::var(var) {
         if password.is_empty() {
@@ -303,4 +320,24 @@ pub fn password_from(file: Option<&Path>, var: &str, confirm: bool) -> anyhow::R
 /// with `STOWAGE_LOG=debug`.
 fn logged(store: Arc<dyn Store>) -> Arc<dyn Store> {
     Arc::new(LoggingStore::new(store))
+}
+
+/// The first line a password command prints (a secret manager's CLI, `pass show ...`).
+fn password_of_command(command: &str) -> anyhow::Result<Vec<u8>> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the password command {command:?}"))?;
+    if !out.status.success() {
+        bail!("the password command {command:?} failed ({})", out.status);
+    }
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| anyhow!("the password command {command:?} printed no UTF-8 text"))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() {
+        bail!("the password command {command:?} printed no password");
+    }
+    Ok(password.as_bytes().to_vec())
 }

@@ -47,6 +47,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     {
         true => password_from(
             args.to_password_file.as_deref(),
+            None,
             "STOWAGE_TO_PASSWORD",
             false,
         )?,

@@ -53,5 +53,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         &config.id[..8],
         store.describe()
     );
+    eprintln!(
+        "keep the password safe, and a copy of it away from this host: without it nothing in \
+         the repository can be read, and no one can recover it (`stowage key add` adds \
+         another)"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ pub mod dump;
 pub mod forget;
 pub mod import_tar;
 pub mod init;
+pub mod key;
 pub mod ls;
 pub mod optimize;
 pub mod prune;

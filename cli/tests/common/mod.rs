@@ -53,6 +53,7 @@ impl Stowage {
             .env("STOWAGE_CACHE_DIR", self.path("cache"))
             .env("STOWAGE_PASSWORD", &self.password)
             .env_remove("STOWAGE_PASSWORD_FILE")
+            .env_remove("STOWAGE_PASSWORD_COMMAND")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

@@ -8,6 +8,7 @@
 
 pub mod commit;
 pub mod index;
+pub mod keys;
 pub mod marks;
 pub mod object_lock;
 pub mod packer;
@@ -62,7 +63,11 @@ impl Default for InitOptions {
 pub struct Repository {
     store: Arc<dyn Store>,
     keys: Keys,
+    /// The name (under `keys/`) of the key file that opened the repository.
+    key_name: String,
     config: Config,
+    /// BLAKE3 of the config object's bytes, which key files are bound to.
+    config_hash: Id,
     index: Index,
     tree_windows: PackWindows,
 }
@@ -192,7 +197,7 @@ impl Repository {
         let cache = runtime::blocking("opening the cache", move || cache(&id));
         let keys = Self::unlock(store.as_ref(), password, config_hash).await;
         let cache = cache.await?;
-        let keys = keys?;
+        let (keys, key_name) = keys?;
         let index = Index::new(cache?);
         index.sync(store.as_ref(), &keys).await?;
         for (id, why) in index.damaged() {
@@ -204,15 +209,18 @@ impl Repository {
         Ok(Repository {
             store,
             keys,
+            key_name,
             config,
+            config_hash,
             index,
             tree_windows: PackWindows::default(),
         })
     }
 
-    /// The repository's keys, from the first key file the password opens. Key files that
-    /// do not parse (damage, a stray file) are skipped with a warning while another opens.
-    async fn unlock(store: &dyn Store, password: &[u8], config_hash: Id) -> Result<Keys> {
+    /// The repository's keys, from the first key file the password opens, and that file's
+    /// name. Key files that do not parse (damage, a stray file) are skipped with a warning
+    /// while another opens.
+    async fn unlock(store: &dyn Store, password: &[u8], config_hash: Id) -> Result<(Keys, String)> {
         let key_objects = store.list("keys/").await?;
         let mut mismatch = None;
         let mut damaged = Vec::new();
@@ -238,7 +246,8 @@ impl Repository {
                     for e in &damaged {
                         tracing::warn!("{e}; skipped (another key file opened the repository)");
                     }
-                    return Ok(keys);
+                    let name = meta.key.strip_prefix("keys/").unwrap_or(&meta.key);
+                    return Ok((keys, name.to_string()));
                 }
                 Ok(None) => {}
                 // A key for another config (left by an `init` that failed before writing
