@@ -8,7 +8,7 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -130,6 +130,10 @@ enum Command {
     /// Manage the key files: one per password that opens the repository.
     #[command(subcommand)]
     Key(cmd::key::Command),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page, or write one per command with --dir.
+    Man(cmd::docs::ManArgs),
     /// Copy snapshots to another repository (e.g. offsite to a bucket), sending only the
     /// blobs it lacks; creates the destination when it does not exist.
     Copy(cmd::copy::Args),
@@ -225,6 +229,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => cmd::prune::run(&ctx, args).await,
         Command::Repair(command) => cmd::repair::run(&ctx, command).await,
         Command::Key(command) => cmd::key::run(&ctx, command).await,
+        Command::Completions(args) => Ok(cmd::docs::completions(Cli::command(), args)),
+        Command::Man(args) => cmd::docs::man(Cli::command(), args),
         Command::Diff(args) => cmd::diff::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
         Command::Optimize(args) => cmd::optimize::run(&ctx, args).await,

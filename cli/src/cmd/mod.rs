@@ -7,6 +7,7 @@ pub mod bench_store;
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod docs;
 pub mod dump;
 pub mod forget;
 pub mod import_tar;
