@@ -33,6 +33,9 @@
 
 pub mod error;
 pub mod format;
+/// Entry points for the fuzz targets (`fuzz/`, FUZZING.md); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gzip;
 mod pipelines;
 mod progress;

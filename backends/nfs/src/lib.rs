@@ -8,6 +8,9 @@
 //! mapping.
 
 pub mod client;
+/// The entry point of the fuzz target `nfs_reply` (`fuzz/`, FUZZING.md); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod source;
 mod store;
 mod target;

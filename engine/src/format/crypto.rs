@@ -240,7 +240,7 @@ impl KdfParams {
     /// Refuses parameters no stowage writes and that would exhaust the machine: a key file
     /// comes from the store, and whoever can write there could ask for 4 TiB of memory or
     /// a billion passes before the password is even tried.
-    fn check_bounds(&self) -> Result<()> {
+    pub(crate) fn check_bounds(&self) -> Result<()> {
         let bounded = (1..=MAX_P_COST).contains(&self.p_cost)
             && (1..=MAX_T_COST).contains(&self.t_cost)
             && self.m_cost <= MAX_M_COST
@@ -260,7 +260,7 @@ impl KdfParams {
     }
 
     /// The wrapping key for `password`: sealing keys only (no id key).
-    fn derive(&self, password: &[u8]) -> Result<Keys> {
+    pub(crate) fn derive(&self, password: &[u8]) -> Result<Keys> {
         if self.algorithm != "argon2id" {
             return Err(Error::corrupt(
                 "key file",
