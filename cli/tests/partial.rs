@@ -109,3 +109,55 @@ fn unreadable_files_and_directories_make_a_partial_snapshot_with_exit_status_3()
     let kept = out.join("dtr-registry-partial/_data/readable");
     assert_eq!(std::fs::read(kept).expect("restored"), b"kept");
 }
+
+#[test]
+fn a_registry_blob_that_does_not_match_its_digest_makes_exit_status_3_and_restores_as_found() {
+    let s = Stowage::new();
+    let volume = s.path("dtr-registry-r1");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        b"what the layer was",
+    ));
+    let blob = volume.join(format!(
+        "_data/docker/registry/v2/blobs/sha256/{}/{digest}",
+        &digest[..2]
+    ));
+    std::fs::create_dir_all(&blob).expect("mkdir");
+    std::fs::write(blob.join("data"), b"what the disk now holds").expect("write");
+    s.ok(&["init"]);
+    settle();
+    let out = s.run(&["backup", volume.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backed_up: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(summary_u64(&backed_up, "digest_mismatches"), 1);
+    let named = &backed_up["snapshot"]["summary"]["mismatched"][0];
+    assert!(
+        named
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("{digest}/data"))),
+        "{named}"
+    );
+
+    // The restore brings back what was there, with a warning; check names it as a note.
+    let target = s.path("restore");
+    let restored = s.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(String::from_utf8_lossy(&restored.stderr).contains("did not match its digest"));
+    common::assert_same_tree(&volume, &target.join("dtr-registry-r1"));
+    assert!(s
+        .ok(&["check", "--read-data"])
+        .contains("did not match their digest"));
+}

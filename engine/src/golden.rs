@@ -289,6 +289,8 @@ fn snapshots(root: Id) -> Vec<Snapshot> {
             gzip_fallbacks: 15,
             // Written only when not 0: snapshots without it keep their bytes.
             unreadable: 0,
+            digest_mismatches: 0,
+            mismatched: Vec::new(),
             duration_secs: 16.25,
         },
         program_version: "0.1.0".into(),

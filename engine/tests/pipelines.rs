@@ -610,19 +610,64 @@ async fn registry_blobs_that_do_not_match_their_digest_are_named_tiny_or_large()
     }
     let warnings = Arc::new(Warnings::default());
     let source = Arc::new(FsSource::new(&f.volume).unwrap());
-    backup(repo, source, BackupOptions::default(), warnings.clone())
-        .await
-        .unwrap();
-    let warnings = warnings.0.lock().unwrap();
+    let (_, snap) = backup(
+        repo.clone(),
+        source,
+        BackupOptions::default(),
+        warnings.clone(),
+    )
+    .await
+    .unwrap();
+    {
+        let warnings = warnings.0.lock().unwrap();
+        for digest in [&tiny_digest, &large_digest] {
+            assert!(
+                warnings.iter().any(|w| w.contains(digest.as_str())
+                    && w.contains("does not match its digest")),
+                "{digest}: {warnings:?}"
+            );
+        }
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+    }
+    // The snapshot names them; check says so; a restore brings them back as they were.
+    assert_eq!(snap.summary.digest_mismatches, 2);
     for digest in [&tiny_digest, &large_digest] {
+        let path = format!(
+            "_data/docker/registry/v2/blobs/sha256/{}/{digest}/data",
+            &digest[..2]
+        );
         assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains(digest.as_str()) && w.contains("does not match its digest")),
-            "{digest}: {warnings:?}"
+            snap.summary.mismatched.contains(&path),
+            "{:?}",
+            snap.summary.mismatched
         );
     }
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    let report = check(repo.clone(), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("did not match their digest")),
+        "{:?}",
+        report.notes
+    );
+    let warned = Arc::new(Warnings::default());
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    restore(
+        repo,
+        &snap,
+        target,
+        RestoreOptions::default(),
+        warned.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(warned.0.lock().unwrap().len(), 2);
+    let diffs = tree_differences(&f.volume, &f.out.join("dtr-registry-r1"));
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

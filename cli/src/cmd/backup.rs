@@ -78,7 +78,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     };
     let (id, snapshot) = run_backup(ctx, repo, source, opts).await?;
     report(&id, &snapshot, args.json)?;
-    Ok(match snapshot.summary.unreadable {
+    let summary = &snapshot.summary;
+    Ok(match summary.unreadable + summary.digest_mismatches {
         0 => ExitCode::SUCCESS,
         _ => ExitCode::from(PARTIAL),
     })
@@ -127,6 +128,13 @@ pub(crate) fn report(id: &Id, snapshot: &Snapshot, json: bool) -> anyhow::Result
         println!(
             "  partial: {} files or directories could not be read and are left out (see the warnings)",
             s.unreadable
+        );
+    }
+    if s.digest_mismatches > 0 {
+        println!(
+            "  partial: {} registry blob(s) do not match their digest, stored as found: {}",
+            s.digest_mismatches,
+            s.mismatched.join(", ")
         );
     }
     if s.gzip_layers + s.gzip_partial + s.gzip_fallbacks > 0 {

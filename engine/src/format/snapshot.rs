@@ -51,8 +51,19 @@ pub struct Summary {
     /// snapshot, each named in a warning. A snapshot with any is partial.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unreadable: u64,
+    /// Registry blobs whose bytes did not match their digest at backup time (the registry's
+    /// own damage, or a write that raced the backup): stored as found, which a restore
+    /// brings back with a warning. A snapshot with any is partial.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub digest_mismatches: u64,
+    /// Their paths (from the backed-up directory), the first [`MISMATCHES_NAMED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatched: Vec<String>,
     pub duration_secs: f64,
 }
+
+/// Registry blobs named in [`Summary::mismatched`] at most.
+pub const MISMATCHES_NAMED: usize = 1000;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0

@@ -166,6 +166,16 @@ pub async fn check(
     let mut seen_trees = HashSet::new();
     progress.phase("check snapshots", None);
     for (id, snap) in &snapshots {
+        let mismatches = snap.summary.digest_mismatches;
+        if mismatches > 0 {
+            report.notes.push(format!(
+                "snapshot {}: {mismatches} registry blob(s) did not match their digest when \
+                 backed up (the registry's own damage, stored as found; a restore brings them \
+                 back as they were), e.g. {}",
+                id.short(),
+                snap.summary.mismatched.first().map_or("", String::as_str)
+            ));
+        }
         for blob in snap.extra_blobs() {
             if !repo.index().contains(blob)? {
                 unindexed_needed = true;

@@ -42,6 +42,9 @@ pub struct Counts {
     pub gzip_fallbacks: AtomicU64,
     /// Files and directories left out because they could not be read.
     pub unreadable: AtomicU64,
+    /// Registry blobs that did not match their digest, and the first of their paths.
+    pub digest_mismatches: AtomicU64,
+    pub mismatched: std::sync::Mutex<Vec<String>>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {

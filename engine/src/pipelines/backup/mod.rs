@@ -152,6 +152,10 @@ pub async fn backup(
         gzip_partial: get(&counts.gzip_partial),
         gzip_fallbacks: get(&counts.gzip_fallbacks),
         unreadable: get(&counts.unreadable),
+        digest_mismatches: get(&counts.digest_mismatches),
+        mismatched: std::mem::take(
+            &mut *counts.mismatched.lock().unwrap_or_else(|e| e.into_inner()),
+        ),
         ..Summary::default()
     };
     drop(archiver);

@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 use stowage_backends::source::EntryMeta;
@@ -11,6 +12,7 @@ use super::{add, display, Archiver, GZIP_MIN};
 use crate::error::{Error, Result};
 use crate::format::id::Id;
 use crate::format::pack::BlobKind;
+use crate::format::snapshot::MISMATCHES_NAMED;
 use crate::format::tree::{Content, InlineBytes, Node, INLINE_MAX};
 use crate::registry;
 use crate::repo::index::DigestRecord;
@@ -110,11 +112,18 @@ impl Archiver {
         Ok((content, size))
     }
 
+    /// Warns and counts: the snapshot records the path, and is partial.
     fn warn_digest_mismatch(&self, rel: &Path) {
         self.progress.warn(&format!(
             "{}: registry blob does not match its digest (stored as found)",
             display(rel)
         ));
+        let counts = &self.counts;
+        counts.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+        let mut named = counts.mismatched.lock().unwrap_or_else(|e| e.into_inner());
+        if named.len() < MISMATCHES_NAMED {
+            named.push(display(rel));
+        }
     }
 
     /// Chunks `reader` into data blobs; `progress` reports the bytes as they go.
