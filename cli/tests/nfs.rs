@@ -124,6 +124,18 @@ fn a_volume_on_an_export_backs_up_through_nfs_and_restores_exactly() {
     s.ok(&["restore", "latest", "--target", &url, "--overwrite"]);
     assert_same_tree(&outside_before, &outside);
     assert_same_tree(&reference, &root);
+
+    // --delete through nfs:// removes what the snapshot lacks (a tree of a new repository,
+    // a file, a symlink out, not followed): the export equals the snapshot again.
+    let extra = root.join("_data/docker/registry/v2/repositories/pushed-since/_layers");
+    std::fs::create_dir_all(extra.join("sha256/ab")).expect("mkdir");
+    std::fs::write(extra.join("sha256/ab/link"), b"sha256:ab").expect("write");
+    std::fs::write(root.join("_data/stray"), b"stray").expect("write");
+    std::os::unix::fs::symlink(&outside, root.join("_data/escape")).expect("symlink");
+    let deleted = s.json(&["restore", "latest", "--target", &url, "--delete", "--json"]);
+    assert_eq!(deleted["summary"]["deleted"].as_u64(), Some(3), "{deleted}");
+    assert_same_tree(&reference, &root);
+    assert_same_tree(&outside_before, &outside);
 }
 
 #[test]

@@ -194,6 +194,43 @@ fn a_registry_in_a_bucket_restores_into_a_fresh_bucket_object_for_object() {
         "restoring over a registry needs --overwrite: {err}"
     );
 
+    // Objects the snapshot lacks (a tag pushed since, a whole repository) go with --delete;
+    // those outside the prefix stay.
+    let beside = store(&rt, &server, "s3://restored/prod");
+    rt.block_on(async {
+        let extra = [
+            "dtr/docker/registry/v2/repositories/extra/app/_manifests/tags/new/current/link",
+            "dtr/docker/registry/v2/repositories/extra/app/_layers/sha256/ab/link",
+            "other/keep",
+        ];
+        for key in extra {
+            beside.put(key, b"x".to_vec().into()).await.expect("upload");
+        }
+    });
+    let dry = s.json(&[
+        "restore",
+        "latest",
+        "--target",
+        "s3://restored/prod/dtr",
+        "--delete",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(dry["summary"]["deleted"].as_u64(), Some(1), "{dry}");
+    assert_eq!(objects(&rt, &restored).len(), originals.len() + 2);
+    s.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        "s3://restored/prod/dtr",
+        "--delete",
+    ]);
+    assert!(
+        objects(&rt, &restored) == originals,
+        "the bucket equals the snapshot"
+    );
+    assert!(objects(&rt, &beside).contains_key("other/keep"));
+
     // The same snapshot restores into a directory volume layout.
     let dir = s.path("as-directory");
     s.ok(&[

@@ -389,3 +389,38 @@ fn a_path_that_is_both_file_and_directory_is_refused() {
     assert!(err.contains("both as a file and as a directory"), "{err}");
     assert_eq!(snapshot_count(&s), 0);
 }
+
+#[test]
+fn a_tar_is_never_written_to_a_terminal() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let parent = s.path("in");
+    let dir = metadata_dir(&parent);
+    let name = dir.file_name().expect("name").to_str().expect("utf-8");
+    gnu_tar(&parent, &["-cf", "../meta.tar", name]);
+    s.ok(&[
+        "backup-metadata",
+        s.path("meta.tar").to_str().expect("utf-8"),
+    ]);
+    let binary = env!("CARGO_BIN_EXE_stowage");
+    let env: Vec<_> = s
+        .command(&[])
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    // `script` runs the command with a terminal as its stdout.
+    for command in ["restore latest --format tar", "restore-metadata latest"] {
+        let out = Command::new("script")
+            .args(["-qec", &format!("{binary} {command}"), "/dev/null"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{command}: {said}");
+        assert!(
+            said.contains("refusing to write a tar to a terminal"),
+            "{command}: {said}"
+        );
+    }
+}

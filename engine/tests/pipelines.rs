@@ -1065,3 +1065,85 @@ async fn a_sparse_restore_leaves_blocks_of_zeros_as_holes_and_the_same_bytes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_delete_makes_the_target_equal_to_the_snapshot_and_a_dry_run_changes_nothing()
+{
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let night1 = f.out.with_file_name("night1");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&f.volume)
+        .arg(&night1)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let (_, first) = run_backup(&repo, &f.volume).await;
+
+    // The target holds night 2 and more: a new tag, a removed file back as a directory, a
+    // file where night 1 has a directory, a symlink out, a restore's leftover temp file.
+    let target_root = f.out.join("target");
+    restore_into(&repo, &first, &target_root).await;
+    let restored = target_root.join("dtr-registry-r1");
+    let tags = restored.join("_data/docker/registry/v2/repositories/team/app/_manifests/tags");
+    std::fs::create_dir_all(tags.join("night2/current")).unwrap();
+    std::fs::write(tags.join("night2/current/link"), "sha256:beef").unwrap();
+    std::fs::remove_file(restored.join("_data/notes.txt")).unwrap();
+    std::fs::create_dir_all(restored.join("_data/notes.txt/inside")).unwrap();
+    let uploads = restored.join("_data/docker/registry/v2/repositories/team/app/_uploads");
+    std::fs::remove_dir_all(&uploads).unwrap();
+    std::fs::write(&uploads, "a file where a directory was").unwrap();
+    let outside = f.out.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "not the restore's").unwrap();
+    symlink(&outside, restored.join("_data/escape")).unwrap();
+    std::fs::write(
+        restored.join("_data/.stowage-restore-0123456789abcdef"),
+        "x",
+    )
+    .unwrap();
+    let outside_before = fingerprint(&outside);
+
+    let run = |delete: bool, dry_run: bool| {
+        let (repo, first, target_root) = (repo.clone(), first.clone(), target_root.clone());
+        async move {
+            let opts = RestoreOptions {
+                overwrite: true,
+                delete,
+                dry_run,
+                ..RestoreOptions::default()
+            };
+            let target = Arc::new(FsTarget::new(&target_root).unwrap());
+            restore(repo, &first, target, opts, Arc::new(NoProgress))
+                .await
+                .unwrap()
+        }
+    };
+    let before = fingerprint(&target_root);
+    let dry = run(true, true).await;
+    assert_eq!(
+        fingerprint(&target_root),
+        before,
+        "a dry run changed the target"
+    );
+    assert_eq!(dry.deleted, 5, "{:?}", dry.deletions);
+    assert!(
+        dry.deletions.iter().any(|p| p.ends_with("app/_manifests/")),
+        "{:?}",
+        dry.deletions
+    );
+    assert_eq!(dry.files, first.summary.files);
+
+    let done = run(true, false).await;
+    assert_eq!(done.deleted, 5, "{:?}", done.deletions);
+    let diffs = tree_differences(&night1, &restored);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    assert_eq!(
+        fingerprint(&outside),
+        outside_before,
+        "removed through a symlink"
+    );
+    // Nothing left to remove.
+    assert_eq!(run(true, false).await.deleted, 0);
+}

@@ -37,6 +37,30 @@ pub trait Target: Send + Sync {
     /// Applies owner (where allowed), mode and mtime. Called on a directory after everything
     /// inside it is restored, so its mtime stays.
     fn set_meta(&self, rel: &Path, meta: &EntryMeta) -> io::Result<()>;
+    /// What the directory `rel` holds, for `restore --delete`; `NotFound` when it does not
+    /// exist. Targets that cannot list say so (`Unsupported`).
+    fn list_dir(&self, rel: &Path) -> io::Result<Vec<Found>> {
+        Err(unsupported(rel, "list"))
+    }
+    /// Removes `rel` and, for a directory, everything under it, following no symlink.
+    fn remove_all(&self, rel: &Path) -> io::Result<()> {
+        Err(unsupported(rel, "delete"))
+    }
+}
+
+/// An entry of a target directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub name: Vec<u8>,
+    /// A directory (not a symlink to one).
+    pub dir: bool,
+}
+
+fn unsupported(rel: &Path, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{}: this target cannot {what} what it holds", rel.display()),
+    )
 }
 
 /// Restores into a directory on a local or mounted filesystem.
@@ -142,6 +166,52 @@ fn open_stepwise(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
 }
 
 /// What stands at `name` in `dir`, not following a symlink; `None` when nothing does.
+/// The entries of the directory `dir` (opened with `O_PATH` or not) but `.` and `..`.
+fn entries(dir: &OwnedFd) -> io::Result<Vec<Found>> {
+    let readable = rfs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut found = Vec::new();
+    for entry in rfs::Dir::read_from(&readable)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let dir = match entry.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                kind_at(&readable, OsStr::from_bytes(name))? == Some(FileType::Directory)
+            }
+            _ => false,
+        };
+        found.push(Found {
+            name: name.to_vec(),
+            dir,
+        });
+    }
+    Ok(found)
+}
+
+/// Removes `name` in `dir`, and everything under it when it is a directory, following no
+/// symlink.
+fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match kind_at(dir, name)? {
+        None => Ok(()),
+        Some(FileType::Directory) => {
+            let inner = rfs::openat(dir, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+            for entry in entries(&inner)? {
+                remove_at(&inner, OsStr::from_bytes(&entry.name))?;
+            }
+            Ok(rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+        }
+        Some(_) => Ok(rfs::unlinkat(dir, name, AtFlags::empty())?),
+    }
+}
+
 fn kind_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileType>> {
     match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => Ok(Some(FileType::from_raw_mode(stat.st_mode))),
@@ -265,6 +335,15 @@ impl Target for FsTarget {
         }
         rfs::symlinkat(OsStr::from_bytes(target), &dir, name)?;
         Ok(())
+    }
+
+    fn list_dir(&self, rel: &Path) -> io::Result<Vec<Found>> {
+        entries(&open_beneath(&self.root_dir, rel)?)
+    }
+
+    fn remove_all(&self, rel: &Path) -> io::Result<()> {
+        let (dir, name) = self.parent(rel)?;
+        remove_at(&dir, name)
     }
 
     fn set_meta(&self, rel: &Path, meta: &EntryMeta) -> io::Result<()> {

@@ -16,7 +16,7 @@ use nfs3_client::nfs3_types::nfs3::{
 };
 use stowage_backends::block_on;
 use stowage_backends::source::{EntryKind, EntryMeta};
-use stowage_backends::target::{FileSink, Target};
+use stowage_backends::target::{FileSink, Found, Target};
 use tokio::runtime::Handle;
 
 use crate::client::NfsClient;
@@ -86,6 +86,37 @@ fn nfs_time(secs: i64, nanos: u32) -> nfstime3 {
 }
 
 impl Target for NfsTarget {
+    fn list_dir(&self, rel: &Path) -> io::Result<Vec<Found>> {
+        let inner = Self::inner(rel);
+        block_on(&self.handle, async {
+            let dir = self.dir(&inner).await?;
+            let entries = self.client.read_dir(&self.what(&inner), &dir).await?;
+            Ok(entries
+                .into_iter()
+                .map(|e| Found {
+                    dir: e.attr.type_ == ftype3::NF3DIR,
+                    name: e.name,
+                })
+                .collect())
+        })
+    }
+
+    fn remove_all(&self, rel: &Path) -> io::Result<()> {
+        let inner = Self::inner(rel);
+        block_on(&self.handle, async {
+            let (parent, name) = self.parent(&inner).await?;
+            self.client
+                .remove_all(&self.what(&inner), &parent, name)
+                .await
+        })?;
+        // Handles of what was removed must not be used again.
+        self.dirs
+            .lock()
+            .expect("dir cache")
+            .retain(|path, _| !path.starts_with(&inner));
+        Ok(())
+    }
+
     fn exists(&self, rel: &Path) -> io::Result<bool> {
         let inner = Self::inner(rel);
         block_on(&self.handle, async {

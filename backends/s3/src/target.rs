@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutPayload};
 use stowage_backends::source::EntryMeta;
-use stowage_backends::target::{FileSink, Target};
+use stowage_backends::target::{FileSink, Found, Target};
 use tokio::runtime::Handle;
 
 use crate::client::S3Client;
@@ -105,6 +105,59 @@ impl Target for S3Target {
 
     fn set_meta(&self, _rel: &Path, _meta: &EntryMeta) -> io::Result<()> {
         Ok(()) // Objects have no owner, mode or settable mtime.
+    }
+
+    /// Objects directly under the directory's key, and the "directories" (common
+    /// prefixes) there. A directory with no objects does not exist in a bucket.
+    fn list_dir(&self, rel: &Path) -> io::Result<Vec<Found>> {
+        let key = self.key(rel)?;
+        let prefix = match key.is_empty() {
+            true => None,
+            false => Some(self.path(rel)?),
+        };
+        let client = Arc::clone(&self.client);
+        crate::block_on(&self.handle, async move {
+            let _slot = client.slot().await;
+            let listed = client
+                .objects
+                .list_with_delimiter(prefix.as_ref())
+                .await
+                .map_err(|e| io::Error::other(crate::error_chain(&e)))?;
+            let name = |path: &object_store::path::Path| {
+                path.filename().unwrap_or_default().as_bytes().to_vec()
+            };
+            let dirs = listed.common_prefixes.iter().map(|p| Found {
+                name: name(p),
+                dir: true,
+            });
+            let files = listed.objects.iter().map(|o| Found {
+                name: name(&o.location),
+                dir: false,
+            });
+            Ok(dirs.chain(files).collect())
+        })
+    }
+
+    /// The object at the key, and every object under it.
+    fn remove_all(&self, rel: &Path) -> io::Result<()> {
+        let path = self.path(rel)?;
+        let client = Arc::clone(&self.client);
+        crate::block_on(&self.handle, async move {
+            let mut doomed = vec![path.clone()];
+            let mut under = client.objects.list(Some(&path));
+            while let Some(meta) = under.next().await {
+                let meta = meta.map_err(|e| io::Error::other(crate::error_chain(&e)))?;
+                doomed.push(meta.location);
+            }
+            for path in doomed {
+                let _slot = client.slot().await;
+                match client.objects.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io::Error::other(crate::error_chain(&e))),
+                }
+            }
+            Ok(())
+        })
     }
 }
 

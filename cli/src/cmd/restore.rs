@@ -43,6 +43,14 @@ pub struct Args {
     /// files (VM images, preallocated databases) take their former space, not their size.
     #[arg(long, conflicts_with = "format")]
     sparse: bool,
+    /// Make the target equal to the snapshot: remove what the restored directory holds
+    /// that the snapshot does not (implies --overwrite; not with --include).
+    #[arg(long, conflicts_with_all = ["format", "includes", "include_paths"])]
+    delete: bool,
+    /// Write and remove nothing: count what would be restored and name what --delete
+    /// would remove.
+    #[arg(long, conflicts_with = "format")]
+    dry_run: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -57,8 +65,10 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let (target, place) = ctx.open_target(target, &snapshot.name).await?;
     let bars = ctx.bars();
     let opts = RestoreOptions {
-        overwrite: args.overwrite,
+        overwrite: args.overwrite || args.delete,
         sparse: args.sparse,
+        delete: args.delete,
+        dry_run: args.dry_run,
         only: selection(&repo, &snapshot, &args.includes, &args.include_paths).await?,
         ..RestoreOptions::default()
     };
@@ -66,12 +76,31 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     bars.finish();
     if args.json {
         print_json(&serde_json::json!({ "snapshot": id, "summary": summary }))?;
-    } else {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (restored, removed) = match summary.dry_run {
+        true => ("would restore", "would remove"),
+        false => ("restored", "removed"),
+    };
+    println!(
+        "{restored} snapshot {} to {place}: {}",
+        id.short(),
+        describe(&summary)
+    );
+    if args.delete {
         println!(
-            "restored snapshot {} to {place}: {}",
-            id.short(),
-            describe(&summary)
+            "{removed} {} entries the snapshot does not have",
+            summary.deleted
         );
+        for path in &summary.deletions {
+            println!("  {removed} {path}");
+        }
+        if summary.deleted > summary.deletions.len() as u64 {
+            println!(
+                "  ... and {} more",
+                summary.deleted - summary.deletions.len() as u64
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,16 @@ pub struct Output {
 
 impl Output {
     /// `None` or `-` is stdout.
+    /// A tar is never written to a terminal: it would be noise on the screen, and the
+    /// command most likely lacks its `>`.
     pub fn open(path: Option<&Path>) -> anyhow::Result<(Self, Box<dyn Write + Send>)> {
+        let to_stdout = path.is_none_or(|p| p == Path::new("-"));
+        if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!(
+                "refusing to write a tar to a terminal: redirect it (> file.tar, | docker/dtr \
+                 restore ...) or pass -o FILE"
+            );
+        }
         match path {
             None => Ok((
                 Output { temp: None },

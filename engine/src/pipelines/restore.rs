@@ -40,6 +40,12 @@ pub struct RestoreOptions {
     pub only: Option<Arc<registry::select::Selection>>,
     /// Leave aligned blocks of zeros as holes where the target can (a local filesystem).
     pub sparse: bool,
+    /// Make the target equal to the snapshot: what it holds that the snapshot does not
+    /// (under the restored directory) is removed. Not with `only`.
+    pub delete: bool,
+    /// Write and remove nothing; count what would be written and name what would be
+    /// removed.
+    pub dry_run: bool,
 }
 
 impl Default for RestoreOptions {
@@ -49,6 +55,8 @@ impl Default for RestoreOptions {
             writers: 4,
             only: None,
             sparse: false,
+            delete: false,
+            dry_run: false,
         }
     }
 }
@@ -61,7 +69,16 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Registry blobs whose sha256 was checked against their digest.
     pub verified_blobs: u64,
+    /// Entries of the target the snapshot lacks, removed (`delete`; with `dry_run`, would
+    /// be), and the first [`DELETIONS_NAMED`] of their paths (a directory's ends in `/`).
+    pub deleted: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deletions: Vec<String>,
+    pub dry_run: bool,
 }
+
+/// Deleted paths a summary names at most.
+pub const DELETIONS_NAMED: usize = 1000;
 
 /// Directory trees loaded ahead of the walk: a registry holds hundreds of thousands of
 /// directories with one small file each, where reading trees is most of the work.
@@ -75,6 +92,10 @@ struct Restorer {
     progress: Arc<dyn Progress>,
     /// Leave blocks of zeros as holes (`RestoreOptions::sparse`).
     sparse: bool,
+    delete: bool,
+    dry_run: bool,
+    deleted: AtomicU64,
+    deletions: Mutex<Vec<String>>,
     /// Registry blobs that did not match their digest when backed up (paths from the
     /// backed-up directory): restored as they were, with a warning.
     mismatched: std::collections::HashSet<String>,
@@ -106,6 +127,10 @@ impl Drop for OpenDir {
         if self.restorer.has_failed() {
             return;
         }
+        if self.restorer.dry_run {
+            self.restorer.dirs.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match self.restorer.target.set_meta(&self.rel, &self.meta) {
             Ok(()) => {
                 self.restorer.dirs.fetch_add(1, Ordering::Relaxed);
@@ -123,9 +148,18 @@ pub async fn restore(
     opts: RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreSummary> {
+    if opts.delete && opts.only.is_some() {
+        return Err(Error::Usage(
+            "--delete makes the target equal to the whole snapshot: it cannot be combined \
+             with a partial restore"
+                .into(),
+        ));
+    }
     let top = top_node(&repo, &snapshot.tree).await?;
     let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&top.name.0));
     if !opts.overwrite
+        && !opts.delete
+        && !opts.dry_run
         && target
             .exists(&rel)
             .map_err(|e| Error::io(rel.display().to_string(), e))?
@@ -143,6 +177,10 @@ pub async fn restore(
         target,
         progress,
         sparse: opts.sparse,
+        delete: opts.delete,
+        dry_run: opts.dry_run,
+        deleted: AtomicU64::new(0),
+        deletions: Mutex::new(Vec::new()),
         mismatched: snapshot.summary.mismatched.iter().cloned().collect(),
         slots: Arc::new(Semaphore::new(writers as usize)),
         writers,
@@ -165,12 +203,17 @@ pub async fn restore(
         return Err(e);
     }
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let deletions =
+        std::mem::take(&mut *restorer.deletions.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(RestoreSummary {
         files: get(&restorer.files),
         dirs: get(&restorer.dirs),
         symlinks: get(&restorer.symlinks),
         bytes: get(&restorer.bytes),
         verified_blobs: get(&restorer.verified),
+        deleted: get(&restorer.deleted),
+        deletions,
+        dry_run: opts.dry_run,
     })
 }
 
@@ -236,7 +279,12 @@ impl Restorer {
             }
             match node.kind {
                 NodeKind::Dir => {
-                    self.target.create_dir(&rel).map_err(io_at(&rel))?;
+                    if !self.dry_run {
+                        self.target.create_dir(&rel).map_err(io_at(&rel))?;
+                    }
+                    if self.delete {
+                        self.delete_extra(rt, &rel, &node)?;
+                    }
                     let parent = open.last().cloned();
                     open.push(Arc::new(OpenDir {
                         rel,
@@ -244,6 +292,13 @@ impl Restorer {
                         restorer: Arc::clone(self),
                         _parent: parent,
                     }));
+                }
+                NodeKind::Symlink if self.dry_run => {
+                    self.symlinks.fetch_add(1, Ordering::Relaxed);
+                }
+                NodeKind::File if self.dry_run => {
+                    self.files.fetch_add(1, Ordering::Relaxed);
+                    self.bytes.fetch_add(node.size, Ordering::Relaxed);
                 }
                 NodeKind::Symlink => {
                     let target = node.target.as_ref().ok_or_else(|| {
@@ -285,6 +340,49 @@ impl Restorer {
             }
             drop(slot);
         });
+        Ok(())
+    }
+
+    /// Removes what the target's directory `rel` holds that the snapshot's directory `node`
+    /// does not, or holds as the other kind (a directory where the snapshot has a file, or
+    /// the reverse), before anything is restored into it.
+    fn delete_extra(&self, rt: &Handle, rel: &Path, node: &Node) -> Result<()> {
+        let subtree = node
+            .subtree
+            .ok_or_else(|| Error::corrupt(rel.display().to_string(), "directory without tree"))?;
+        let tree = runtime::wait(rt, self.repo.load_tree(&subtree))?;
+        let found = match self.target.list_dir(rel) {
+            Ok(found) => found,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // A dry run removed nothing: a file or a symlink may still stand where the
+            // snapshot has this directory (a real run has replaced it by now).
+            Err(e)
+                if self.dry_run
+                    && (e.kind() == std::io::ErrorKind::NotADirectory
+                        || e.raw_os_error() == Some(libc::ELOOP)) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(io_at(rel)(e)),
+        };
+        for entry in found {
+            let keep = tree
+                .find(&entry.name)
+                .is_some_and(|n| (n.kind == NodeKind::Dir) == entry.dir);
+            if keep {
+                continue;
+            }
+            let path = rel.join(std::ffi::OsStr::from_bytes(&entry.name));
+            if !self.dry_run {
+                self.target.remove_all(&path).map_err(io_at(&path))?;
+            }
+            self.deleted.fetch_add(1, Ordering::Relaxed);
+            let mut named = self.deletions.lock().unwrap_or_else(|e| e.into_inner());
+            if named.len() < DELETIONS_NAMED {
+                let slash = if entry.dir { "/" } else { "" };
+                named.push(format!("{}{slash}", path.display()));
+            }
+        }
         Ok(())
     }
 

@@ -241,6 +241,41 @@ impl NfsClient {
         ok(reply).map(drop).map_err(|e| self.error(what, e))
     }
 
+    /// Removes the empty directory `name` from `dir`; `NotFound` when it is not there.
+    pub async fn rmdir(&self, what: &str, dir: &nfs_fh3, name: &[u8]) -> io::Result<()> {
+        let args = nfs3::RMDIR3args {
+            object: dirop(dir, name),
+        };
+        let reply = self
+            .call(what, &args, |c, args| Box::pin(c.rmdir(args)))
+            .await?;
+        ok(reply).map(drop).map_err(|e| self.error(what, e))
+    }
+
+    /// Removes `name` from `dir`, and everything under it when it is a directory; a
+    /// symlink is removed, never followed.
+    pub async fn remove_all(&self, what: &str, dir: &nfs_fh3, name: &[u8]) -> io::Result<()> {
+        let (fh, attr) = match self.lookup(what, dir, name).await {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if attr.type_ != ftype3::NF3DIR {
+            return match self.remove(what, dir, name).await {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
+        }
+        // Depth first, one directory at a time: a registry's trees are shallow.
+        for entry in self.read_dir(what, &fh).await? {
+            Box::pin(self.remove_all(what, &fh, &entry.name)).await?;
+        }
+        match self.rmdir(what, dir, name).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     /// Renames `from` in `from_dir` to `to` in `to_dir`, replacing `to` atomically.
     pub async fn rename(
         &self,
