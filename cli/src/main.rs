@@ -114,6 +114,9 @@ enum Command {
     ImportTar(cmd::import_tar::Args),
     /// What changed between two snapshots: repositories, tags and blobs, then other paths.
     Diff(cmd::diff::Args),
+    /// Which snapshots hold a path (a pattern) or a registry blob (--digest): one line per
+    /// snapshot and path, its short id first. Exits 1 when nothing is found.
+    Find(cmd::find::Args),
     /// Keep the gzip layers of a snapshot that were stored as they are as gzip content (a
     /// new snapshot of the same files, read from the repository): for a first backup made
     /// fast without --gzip.
@@ -232,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => Ok(cmd::docs::completions(Cli::command(), args)),
         Command::Man(args) => cmd::docs::man(Cli::command(), args),
         Command::Diff(args) => cmd::diff::run(&ctx, args).await,
+        Command::Find(args) => cmd::find::run(&ctx, args).await,
         Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
         Command::Optimize(args) => cmd::optimize::run(&ctx, args).await,
         Command::RestoreMetadata(args) => cmd::restore_metadata::run(&ctx, args).await,

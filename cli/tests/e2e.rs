@@ -190,6 +190,20 @@ fn bad_input_gives_clear_errors_and_damage_is_found() {
         "{damaged}"
     );
     assert!(damaged.contains("affects"), "{damaged}");
+    // A subset that holds every pack finds it too; the seven parts of a week, one of them.
+    let subset = s.fails(&["check", "--read-data-subset", "100%"]);
+    assert!(
+        subset.contains(&format!("pack {pack_id} is damaged")),
+        "{subset}"
+    );
+    let failing_parts = (1..=7)
+        .filter(|n| {
+            !s.run(&["check", "--read-data-subset", &format!("{n}/7")])
+                .status
+                .success()
+        })
+        .count();
+    assert_eq!(failing_parts, 1);
 
     let target = s.path("restore");
     let failed = s.fails(&[

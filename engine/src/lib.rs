@@ -59,7 +59,7 @@ pub use repo::{Config, DamagedSnapshot, InitOptions, Repository, SnapshotList, F
 // The pipelines' entry points and their options and reports.
 pub use pipelines::backup::{backup, BackupOptions, RACY_MARGIN};
 pub use pipelines::bench::{backup_and_restore, PipelineRow};
-pub use pipelines::check::{check, CheckReport, DamagedPack, PackDamage};
+pub use pipelines::check::{check, check_with, CheckReport, DamagedPack, DataSubset, PackDamage};
 pub use pipelines::copy::{copy, copy_with, CopyOptions, CopyPlan, CopySummary};
 pub use pipelines::dump::dump;
 pub use pipelines::optimize::SnapshotSource;
@@ -71,6 +71,7 @@ pub use pipelines::repair::{
 pub use pipelines::restore::{restore, RestoreOptions, RestoreSummary};
 pub use pipelines::stats::{stats, RepoStats};
 pub use registry::diff::{diff, BlobChange, Diff, TagChange};
+pub use registry::find::{find_digest, find_paths, Found};
 pub use registry::select::{check_path, registry_selection, Selection};
 pub use tar::import::{backup_tar, TarOptions};
 pub use tar::original::write_original_tar;

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use stowage_engine::{check, DamagedPack, PackDamage};
+use stowage_engine::{check_with, DamagedPack, DataSubset, PackDamage};
 
 use super::print_json;
 use crate::open::Context;
@@ -10,6 +10,11 @@ pub struct Args {
     /// Read every pack and authenticate every blob.
     #[arg(long)]
     read_data: bool,
+    /// Read only a subset of the packs, as restic does: `n/t` (part n of t: a nightly
+    /// `$((day % 7 + 1))/7` reads everything in a week), `x%` (random packs), or a size
+    /// (`500MiB`, `2G`: random packs up to it). Implies --read-data.
+    #[arg(long, value_parser = parse_subset)]
+    read_data_subset: Option<DataSubset>,
     #[arg(long)]
     json: bool,
     /// Name every file a damaged pack breaks (the first few otherwise).
@@ -23,7 +28,8 @@ const PATHS_SHOWN: usize = 5;
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
     let bars = ctx.bars();
-    let report = check(repo, args.read_data, bars.clone()).await?;
+    let read_data = args.read_data || args.read_data_subset.is_some();
+    let report = check_with(repo, read_data, args.read_data_subset, bars.clone()).await?;
     bars.finish();
     if args.json {
         print_json(&report)?;
@@ -33,7 +39,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             report.snapshots,
             report.trees,
             report.packs,
-            if args.read_data {
+            if read_data {
                 format!(
                     "; {} packs and {} blobs read",
                     report.packs_read, report.blobs_read
@@ -101,5 +107,58 @@ fn print_damaged(damaged: &DamagedPack, verbose: bool) {
             "  ... and {} more (`--verbose` names them all)",
             damaged.affected.len() - shown
         );
+    }
+}
+
+/// `n/t`, `x%` or a size with an optional unit (K, M, G, T, binary either way).
+fn parse_subset(text: &str) -> Result<DataSubset, String> {
+    let bad =
+        || format!("{text:?}: expected n/t (e.g. 2/7), a percentage (10%) or a size (500MiB)");
+    if let Some((n, t)) = text.split_once('/') {
+        let (n, t): (u32, u32) = (n.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
+        if t == 0 || n == 0 || n > t {
+            return Err(format!("{text:?}: n/t needs 1 <= n <= t"));
+        }
+        return Ok(DataSubset::Part { n, t });
+    }
+    if let Some(percent) = text.strip_suffix('%') {
+        let percent: f64 = percent.parse().map_err(|_| bad())?;
+        if !(percent > 0.0 && percent <= 100.0) {
+            return Err(format!("{text:?}: a percentage above 0 and at most 100"));
+        }
+        return Ok(DataSubset::Share(percent / 100.0));
+    }
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = text[digits.len()..].to_ascii_lowercase();
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(bad()),
+    };
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .map(DataSubset::Bytes)
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_parse_as_restic_writes_them() {
+        assert_eq!(parse_subset("2/7"), Ok(DataSubset::Part { n: 2, t: 7 }));
+        assert_eq!(parse_subset("10%"), Ok(DataSubset::Share(0.1)));
+        assert_eq!(parse_subset("500MiB"), Ok(DataSubset::Bytes(500 << 20)));
+        assert_eq!(parse_subset("2G"), Ok(DataSubset::Bytes(2 << 30)));
+        assert_eq!(parse_subset("4096"), Ok(DataSubset::Bytes(4096)));
+        for bad in ["0/7", "8/7", "1/0", "0%", "150%", "12XB", "", "x/y"] {
+            assert!(parse_subset(bad).is_err(), "{bad}");
+        }
     }
 }

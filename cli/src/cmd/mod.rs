@@ -9,6 +9,7 @@ pub mod copy;
 pub mod diff;
 pub mod docs;
 pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod import_tar;
 pub mod init;

@@ -62,9 +62,65 @@ impl CheckReport {
     }
 }
 
+/// Which packs `check` reads whole (restic's `--read-data-subset`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataSubset {
+    /// Part `n` of `t` (1-based): the packs whose id, as a number, is `n - 1` modulo `t`.
+    /// Every pack is in exactly one part, so `1/7` to `7/7` over a week read everything.
+    Part { n: u32, t: u32 },
+    /// A random share of the packs (0 to 1).
+    Share(f64),
+    /// Random packs up to about this many bytes.
+    Bytes(u64),
+}
+
+impl DataSubset {
+    /// The packs of `packs` this subset takes.
+    fn select(&self, packs: &HashMap<Id, u64>) -> HashMap<Id, u64> {
+        use rand::seq::SliceRandom;
+        let mut all: Vec<(Id, u64)> = packs.iter().map(|(id, size)| (*id, *size)).collect();
+        match *self {
+            DataSubset::Part { n, t } => all
+                .into_iter()
+                .filter(|(id, _)| {
+                    let number = u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]);
+                    number % t.max(1) == n.saturating_sub(1)
+                })
+                .collect(),
+            DataSubset::Share(share) => {
+                all.shuffle(&mut rand::thread_rng());
+                let take = (all.len() as f64 * share.clamp(0.0, 1.0)).ceil() as usize;
+                all.into_iter().take(take).collect()
+            }
+            DataSubset::Bytes(budget) => {
+                all.shuffle(&mut rand::thread_rng());
+                let mut total = 0;
+                all.into_iter()
+                    .take_while(|(_, size)| {
+                        let fits = total < budget;
+                        total += size;
+                        fits
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 pub async fn check(
     repo: Arc<Repository>,
     read_data: bool,
+    progress: Arc<dyn Progress>,
+) -> Result<CheckReport> {
+    let subset = None;
+    check_with(repo, read_data, subset, progress).await
+}
+
+/// [`check`], reading only a subset of the packs when `subset` is given (and `read_data`).
+pub async fn check_with(
+    repo: Arc<Repository>,
+    read_data: bool,
+    subset: Option<DataSubset>,
     progress: Arc<dyn Progress>,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
@@ -214,11 +270,15 @@ pub async fn check(
     report.trees = seen_trees.len();
 
     if read_data {
-        let total = packs.values().sum();
+        let to_read = match &subset {
+            Some(subset) => subset.select(&packs),
+            None => packs.clone(),
+        };
+        let total = to_read.values().sum();
         progress.phase("read data", Some(total));
         let damaged = read_all_packs(
             &repo,
-            &packs,
+            &to_read,
             &blobs_by_pack,
             progress.as_ref(),
             &mut report,
@@ -407,4 +467,29 @@ async fn map_damage(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parts_of_a_subset_cover_every_pack_once_and_shares_and_sizes_are_bounded() {
+        let packs: HashMap<Id, u64> = (0..200u32)
+            .map(|n| (Id::hash_of(&n.to_le_bytes()), 10))
+            .collect();
+        let mut seen = HashSet::new();
+        for n in 1..=7 {
+            let part = DataSubset::Part { n, t: 7 };
+            for pack in part.select(&packs).keys() {
+                assert!(seen.insert(*pack), "{pack} in two parts");
+            }
+        }
+        assert_eq!(seen.len(), packs.len());
+        assert_eq!(DataSubset::Share(0.25).select(&packs).len(), 50);
+        assert_eq!(DataSubset::Share(1.0).select(&packs).len(), 200);
+        // Up to the budget: packs are taken while the total is below it.
+        assert_eq!(DataSubset::Bytes(95).select(&packs).len(), 10);
+        assert_eq!(DataSubset::Bytes(1).select(&packs).len(), 1);
+    }
 }

@@ -65,7 +65,7 @@ impl Selection {
 }
 
 /// Where the registry's `v2` tree is in the snapshot (a volume keeps it under `_data`).
-async fn v2_root(repo: &Repository, snapshot: &Snapshot) -> Result<String> {
+pub(crate) async fn v2_root(repo: &Repository, snapshot: &Snapshot) -> Result<String> {
     for candidate in V2_ROOTS {
         let path = format!("{}/{candidate}", snapshot.name);
         if find_opt(repo, snapshot, &path).await?.is_some() {
