@@ -123,6 +123,8 @@ enum Command {
     Optimize(cmd::optimize::Args),
     /// Remove snapshots a retention policy does not keep (grouped by host and source).
     Forget(cmd::forget::Args),
+    /// Add, remove or set snapshots' tags (each changed snapshot gets a new id).
+    Tag(cmd::tag::Args),
     /// Delete the data no snapshot needs: marks it first, deletes it in a later prune after
     /// a grace period; repacks partly used packs. Safe beside running backups.
     Prune(cmd::prune::Args),
@@ -229,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => cmd::stats::run(&ctx, args).await,
         Command::Copy(args) => cmd::copy::run(&ctx, args).await,
         Command::Forget(args) => cmd::forget::run(&ctx, args).await,
+        Command::Tag(args) => cmd::tag::run(&ctx, args).await,
         Command::Prune(args) => cmd::prune::run(&ctx, args).await,
         Command::Repair(command) => cmd::repair::run(&ctx, command).await,
         Command::Key(command) => cmd::key::run(&ctx, command).await,

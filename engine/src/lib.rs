@@ -51,7 +51,7 @@ mod golden;
 pub use error::{Error, ErrorKind, Result};
 pub use format::chunker::ChunkerParams;
 pub use format::id::Id;
-pub use format::snapshot::{Snapshot, SourceRef, Summary};
+pub use format::snapshot::{Snapshot, SnapshotFilter, SourceRef, Summary};
 pub use format::tree::{Node, NodeKind};
 pub use progress::{NoProgress, Progress};
 pub use repo::{Config, DamagedSnapshot, InitOptions, Repository, SnapshotList, FORMAT_VERSION};

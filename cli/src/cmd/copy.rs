@@ -10,6 +10,8 @@ use crate::open::{hostname, password_from, Context};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Destination repository: a directory or s3://bucket/prefix. When it does not exist it
     /// is created with this repository's keys and chunker settings, so the two deduplicate
     /// against each other.
@@ -33,11 +35,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let password = ctx.password(false)?;
     let src = ctx.open_repository(ctx.store().await?, &password).await?;
     let selection = match args.snapshots.is_empty() {
-        true => src.snapshots().await?,
+        true => args.filter.snapshots(&src).await?,
         false => {
             let mut chosen = Vec::new();
             for spec in &args.snapshots {
-                chosen.push(src.find_snapshot(spec).await?);
+                chosen.push(src.find_snapshot_in(spec, &args.filter.engine()).await?);
             }
             chosen
         }

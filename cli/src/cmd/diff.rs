@@ -7,6 +7,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// The earlier snapshot: an id, a unique prefix of one, or `latest`.
     before: String,
     /// The later snapshot.
@@ -18,8 +20,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let (_, a) = repo.find_snapshot(&args.before).await?;
-    let (_, b) = repo.find_snapshot(&args.after).await?;
+    let filter = args.filter.engine();
+    let (_, a) = repo.find_snapshot_in(&args.before, &filter).await?;
+    let (_, b) = repo.find_snapshot_in(&args.after, &filter).await?;
     let d = diff(&repo, &a, &b).await?;
     if args.json {
         print_json(&d)?;

@@ -7,6 +7,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Paths to find: `*` and `?` within a name, `**` across directories; without a `/`,
     /// matched against names alone (`find 'link'`, `find '**/_manifests/tags/v1'`).
     #[arg(required_unless_present = "digest", conflicts_with = "digest")]
@@ -21,7 +23,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let snapshots = repo.snapshots().await?;
+    let snapshots = args.filter.snapshots(&repo).await?;
     let found = match (&args.digest, &args.pattern) {
         (Some(digest), _) => find_digest(&repo, &snapshots, digest).await?,
         (None, Some(pattern)) => find_paths(&repo, &snapshots, pattern).await?,

@@ -7,6 +7,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Remove these snapshots (ids or unique id prefixes) instead of applying keep rules.
     snapshots: Vec<String>,
     /// Keep the N newest snapshots.
@@ -30,6 +32,13 @@ pub struct Args {
     /// Keep every snapshot with this tag (repeatable).
     #[arg(long = "keep-tag")]
     keep_tags: Vec<String>,
+    /// Keep every snapshot less than this much older than its group's newest (e.g. 14d,
+    /// 1y 6months).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    keep_within: Option<std::time::Duration>,
+    /// Prune after forgetting (with prune's defaults; run `prune` for its options).
+    #[arg(long, conflicts_with = "dry_run")]
+    prune: bool,
     /// Print the plan; remove nothing.
     #[arg(long)]
     dry_run: bool,
@@ -48,6 +57,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
         tags: args.keep_tags,
+        within: args
+            .keep_within
+            .map(chrono::Duration::from_std)
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("--keep-within is too long"))?,
     };
     if !args.snapshots.is_empty() {
         if !policy.is_empty() {
@@ -76,7 +90,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let groups = plan(&repo.snapshots().await?, &policy)?;
+    let groups = plan(&args.filter.snapshots(&repo).await?, &policy)?;
     if args.json {
         print_json(&serde_json::json!({ "dry_run": args.dry_run, "groups": groups }))?;
     } else {
@@ -107,7 +121,22 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let removed = forget(&repo, &groups).await?;
     if !args.json {
-        println!("removed {removed} snapshots; `stowage prune` frees the data only they used");
+        match args.prune {
+            true => println!("removed {removed} snapshots; pruning"),
+            false => println!(
+                "removed {removed} snapshots; `stowage prune` frees the data only they used"
+            ),
+        }
+    }
+    if args.prune {
+        let bars = ctx.bars();
+        let opts = stowage_engine::PruneOptions::default();
+        let report = stowage_engine::prune(repo, &opts, chrono::Utc::now(), bars.clone()).await?;
+        bars.finish();
+        match args.json {
+            true => print_json(&report)?,
+            false => super::prune::print(&report),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Snapshot: an id, a unique prefix of one, or `latest`.
     snapshot: String,
     /// Path inside the snapshot to list (default: everything).
@@ -60,7 +62,9 @@ fn print(node: &Node, path: &str, json: bool) {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let (_, snapshot) = repo.find_snapshot(&args.snapshot).await?;
+    let (_, snapshot) = repo
+        .find_snapshot_in(&args.snapshot, &args.filter.engine())
+        .await?;
     let path = args.path.as_deref().unwrap_or("");
     let mut walk = Walk::at(&repo, &snapshot, path).await?;
     while let Some((rel, node)) = walk.next().await? {

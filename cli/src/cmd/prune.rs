@@ -42,7 +42,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print(r: &PruneReport) {
+pub(crate) fn print(r: &PruneReport) {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let would = if r.dry_run { "would be " } else { "" };
     println!(

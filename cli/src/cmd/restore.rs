@@ -10,6 +10,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Snapshot: an id, a unique prefix of one, or `latest`.
     snapshot: String,
     /// Where to restore: a directory, in which the backed-up directory is recreated by name
@@ -58,7 +60,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let (id, snapshot) = repo.find_snapshot(&args.snapshot).await?;
+    let (id, snapshot) = repo
+        .find_snapshot_in(&args.snapshot, &args.filter.engine())
+        .await?;
     let Some(target) = &args.target else {
         return restore_as_tar(ctx, repo, id, snapshot, args).await;
     };

@@ -9,6 +9,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Snapshot: an id, a unique prefix of one, or `latest`.
     snapshot: String,
     /// Write the tar here (default: stdout, ready for `docker/dtr restore < ...`).
@@ -21,7 +23,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let (id, snapshot) = repo.find_snapshot(&args.snapshot).await?;
+    let (id, snapshot) = repo
+        .find_snapshot_in(&args.snapshot, &args.filter.engine())
+        .await?;
     if snapshot.tar.is_none() {
         bail!(
             "snapshot {} was not made from a tar (backup-metadata or import-tar); use restore --format tar",

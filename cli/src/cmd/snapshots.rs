@@ -7,6 +7,8 @@ use crate::open::Context;
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: super::Filter,
     /// Print a JSON array.
     #[arg(long)]
     json: bool,
@@ -14,7 +16,12 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let repo = ctx.open().await?;
-    let SnapshotList { snapshots, damaged } = repo.snapshot_list().await?;
+    let SnapshotList {
+        mut snapshots,
+        damaged,
+    } = repo.snapshot_list().await?;
+    let filter = args.filter.engine();
+    snapshots.retain(|(_, s)| filter.matches(s));
     if args.json {
         let mut rows: Vec<_> = snapshots
             .iter()
@@ -33,17 +40,24 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  source",
-        "id", "time", "host", "replica", "size"
+        "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {:<16}  source",
+        "id", "time (local)", "host", "replica", "size", "tags"
     );
     for (id, s) in &snapshots {
+        let tags = match s.tags.is_empty() {
+            true => "-".to_string(),
+            false => s.tags.join(","),
+        };
         println!(
-            "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {}",
+            "{:<8}  {:<19}  {:<16}  {:<12}  {:>10}  {:<16}  {}",
             id.short(),
-            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
             s.host,
             s.replica_id.as_deref().unwrap_or("-"),
             human_bytes(s.summary.bytes),
+            tags,
             s.source.uri
         );
     }

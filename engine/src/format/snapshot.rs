@@ -134,6 +134,41 @@ impl Snapshot {
     }
 }
 
+/// Which snapshots a command works on, as restic selects them: each list that is not empty
+/// must match (any of its entries); a tag entry `a,b` needs both tags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+    /// Sources (`source.uri`: a path or a URL).
+    pub paths: Vec<String>,
+    pub replicas: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, snapshot: &Snapshot) -> bool {
+        let any = |list: &[String], f: &dyn Fn(&str) -> bool| {
+            list.is_empty() || list.iter().any(|e| f(e))
+        };
+        let tagged = |group: &str| {
+            group
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .all(|tag| snapshot.tags.iter().any(|t| t == tag))
+        };
+        let path = |p: &str| snapshot.source.uri.trim_end_matches('/') == p.trim_end_matches('/');
+        let replica = |r: &str| snapshot.replica_id.as_deref() == Some(r);
+        any(&self.hosts, &|h| snapshot.host == h)
+            && any(&self.tags, &tagged)
+            && any(&self.paths, &path)
+            && any(&self.replicas, &replica)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &SnapshotFilter::default()
+    }
+}
+
 /// Picks the snapshot `spec` names: `latest`, a full id or a unique id prefix.
 pub fn select<'a>(spec: &str, snapshots: &'a [(Id, Snapshot)]) -> Result<&'a (Id, Snapshot)> {
     if spec == "latest" {

@@ -5,7 +5,9 @@
 //! - `last N`: the N newest;
 //! - `hourly/daily/weekly/monthly/yearly N`: the newest snapshot of each of the N newest
 //!   hours, days, ISO weeks, months or years that have snapshots (times in UTC);
-//! - `tags`: every snapshot carrying one of the tags.
+//! - `tags`: every snapshot carrying one of the tags;
+//! - `within D`: every snapshot less than D older than the group's newest (restic's
+//!   `--keep-within`: a backup that stopped running does not lose its last ones to time).
 //!
 //! Forgetting removes only `snapshots/<id>` objects; the data they alone used is collected
 //! by prune.
@@ -30,6 +32,7 @@ pub struct KeepPolicy {
     pub monthly: usize,
     pub yearly: usize,
     pub tags: Vec<String>,
+    pub within: Option<chrono::Duration>,
 }
 
 impl KeepPolicy {
@@ -66,7 +69,7 @@ pub fn plan(snapshots: &[(Id, Snapshot)], policy: &KeepPolicy) -> Result<Vec<Gro
     if policy.is_empty() {
         return Err(Error::usage(
             "no keep rule given: forget would remove every snapshot; pass --keep-last, \
-             --keep-daily, ... or --keep-tag",
+             --keep-daily, ..., --keep-within or --keep-tag",
         ));
     }
     let mut groups: BTreeMap<(String, String), Vec<&(Id, Snapshot)>> = BTreeMap::new();
@@ -147,6 +150,7 @@ fn decide(members: &[&(Id, Snapshot)], policy: &KeepPolicy) -> Vec<Decision> {
     // Per rule: the buckets seen so far (newest first); a snapshot opening a new bucket is
     // that bucket's newest and is kept while the rule has room.
     let mut seen: BTreeMap<&str, HashSet<i64>> = BTreeMap::new();
+    let newest = members.first().map(|(_, s)| s.time);
     members
         .iter()
         .enumerate()
@@ -159,6 +163,11 @@ fn decide(members: &[&(Id, Snapshot)], policy: &KeepPolicy) -> Vec<Decision> {
                 let seen = seen.entry(rule).or_default();
                 if seen.len() < limit && seen.insert(bucket) {
                     reasons.push(rule.to_string());
+                }
+            }
+            if let (Some(within), Some(newest)) = (policy.within, newest) {
+                if newest - snap.time < within {
+                    reasons.push("within".to_string());
                 }
             }
             for tag in &policy.tags {

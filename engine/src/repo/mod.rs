@@ -33,7 +33,7 @@ pub use crate::format::config::{Config, FORMAT_VERSION};
 use crate::format::crypto::{KeyFile, Keys, RawKeys};
 use crate::format::id::Id;
 use crate::format::pack::Pack;
-use crate::format::snapshot::{self, Snapshot};
+use crate::format::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::format::tree::Tree;
 use crate::runtime;
 use index::{Index, Location};
@@ -437,7 +437,19 @@ impl Repository {
     /// The snapshot `spec` names: `latest` (the latest that loads), an id, or a unique id
     /// prefix. A damaged snapshot it names is an error that says so.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let list = self.snapshot_list().await?;
+        self.find_snapshot_in(spec, &SnapshotFilter::default())
+            .await
+    }
+
+    /// [`find_snapshot`](Self::find_snapshot) among the snapshots `filter` selects: `latest`
+    /// is the latest of them.
+    pub async fn find_snapshot_in(
+        &self,
+        spec: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(Id, Snapshot)> {
+        let mut list = self.snapshot_list().await?;
+        list.snapshots.retain(|(_, s)| filter.matches(s));
         match snapshot::select(spec, &list.snapshots) {
             Ok(found) => Ok(found.clone()),
             Err(e) => match list.damaged_named(spec) {
@@ -452,6 +464,17 @@ impl Repository {
                 None => Err(e),
             },
         }
+    }
+
+    /// Replaces snapshot `old` by `snapshot` (the same backup with other tags): the new
+    /// object is stored before the old one goes, so a prune listing meanwhile sees one of
+    /// them. Returns the new id.
+    pub async fn rewrite_snapshot(&self, old: Id, snapshot: &Snapshot) -> Result<Id> {
+        let new = self.save_json("snapshots", snapshot).await?;
+        if new != old {
+            self.store.delete(&format!("snapshots/{old}")).await?;
+        }
+        Ok(new)
     }
 
     /// The id of the snapshot `spec` names, damaged or not (for `forget`).
