@@ -373,9 +373,9 @@ fn parse_pax_time(value: &[u8]) -> Option<(i64, u32)> {
         true => 0,
         false => format!("{digits:0<9}").parse().ok()?,
     };
-    // `-1.5` is 1.5 s before the epoch: -2 s plus 0.5 s.
+    // `-1.5` is 1.5 s before the epoch: -2 s plus 0.5 s (none below i64::MIN s).
     match (secs_text.starts_with('-'), nanos) {
-        (true, n) if n > 0 => Some((secs - 1, 1_000_000_000 - n)),
+        (true, n) if n > 0 => Some((secs.checked_sub(1)?, 1_000_000_000 - n)),
         _ => Some((secs, nanos)),
     }
 }
@@ -398,6 +398,36 @@ mod tests {
         assert_eq!(parse_pax_time(b"x"), None);
         assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
         assert_eq!(parse_pax_time(b"-0.25"), Some((-1, 750_000_000)));
+    }
+
+    /// Found by fuzzing (fuzz target tar_walk, FUZZING.md): a PAX mtime of i64::MIN seconds
+    /// and a fraction overflowed the seconds (a panic where overflow is checked, a time far in
+    /// the future where not). It is refused as not a time.
+    #[test]
+    fn a_pax_mtime_below_i64_min_is_refused() {
+        assert_eq!(parse_pax_time(b"-9223372036854775808.5"), None);
+        assert_eq!(parse_pax_time(b"-9223372036854775808"), Some((i64::MIN, 0)));
+        let record = b"32 mtime=-9223372036854775808.5\n";
+        let mut tar = Vec::new();
+        let mut pax = Header::new_ustar();
+        pax.set_entry_type(EntryType::XHeader);
+        pax.set_path("PaxHeaders/a").unwrap();
+        pax.set_size(record.len() as u64);
+        pax.set_cksum();
+        tar.extend_from_slice(pax.as_bytes());
+        tar.extend_from_slice(record);
+        tar.resize(1024, 0);
+        let mut file = Header::new_ustar();
+        file.set_path("a").unwrap();
+        file.set_size(0);
+        file.set_cksum();
+        tar.extend_from_slice(file.as_bytes());
+        tar.resize(tar.len() + 1024, 0);
+        let e = TarWalker::new(&tar[..]).next_item().err().expect("refused");
+        assert!(
+            matches!(&e, TarError::Damaged(m) if m.contains("PAX mtime")),
+            "{e}"
+        );
     }
 
     #[test]
