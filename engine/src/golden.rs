@@ -291,6 +291,8 @@ fn snapshots(root: Id) -> Vec<Snapshot> {
             unreadable: 0,
             digest_mismatches: 0,
             mismatched: Vec::new(),
+            excluded: 0,
+            skipped: false,
             duration_secs: 16.25,
         },
         program_version: "0.1.0".into(),

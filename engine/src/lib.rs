@@ -6,8 +6,9 @@
 //! # Layers
 //!
 //! Each folder depends only on the ones above it in this list; its `mod.rs` says what lives
-//! there and what it may use. Beside them, any of them may use `error`, `progress` and
-//! `runtime` (the one crossing between async and blocking code, see below).
+//! there and what it may use. Beside them, any of them may use `error`, `progress`,
+//! `pattern` (path patterns) and `runtime` (the one crossing between async and blocking
+//! code, see below).
 //!
 //! | folder | what lives there |
 //! |---|---|
@@ -37,6 +38,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gzip;
+pub mod pattern;
 mod pipelines;
 mod progress;
 mod registry;

@@ -1,3 +1,4 @@
+use anyhow::Context as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -49,6 +50,17 @@ pub struct Args {
     /// out of a partial snapshot (exit status 3).
     #[arg(long)]
     fail_on_unreadable: bool,
+    /// Leave out what matches (repeatable): a name anywhere (`*.tmp`), a path from the
+    /// backed-up directory when it has a `/` (`_data/docker/registry/v2/repositories/*/_uploads`),
+    /// directories only with a trailing `/` (`_uploads/`); `**` spans directories.
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Read --exclude patterns from this file, one per line (`#` starts a comment).
+    #[arg(long = "exclude-file")]
+    exclude_files: Vec<std::path::PathBuf>,
+    /// Write no snapshot when nothing changed since the parent (exit 0, and the parent's id).
+    #[arg(long)]
+    skip_if_unchanged: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -74,6 +86,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             _ => None,
         },
         fail_on_unreadable: args.fail_on_unreadable,
+        exclude: excludes(&args.excludes, &args.exclude_files)?,
+        skip_if_unchanged: args.skip_if_unchanged,
         ..BackupOptions::default()
     };
     let (id, snapshot) = run_backup(ctx, repo, source, opts).await?;
@@ -101,11 +115,35 @@ pub(crate) async fn run_backup(
 }
 
 /// Prints a new snapshot's summary: as JSON, or as a few lines.
+/// The --exclude patterns and those of the --exclude-file files.
+fn excludes(patterns: &[String], files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut all = patterns.to_vec();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading exclude file {}", file.display()))?;
+        all.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    Ok(all)
+}
+
 pub(crate) fn report(id: &Id, snapshot: &Snapshot, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&serde_json::json!({ "id": id, "snapshot": snapshot }));
     }
     let s = &snapshot.summary;
+    if s.skipped {
+        println!(
+            "nothing changed since snapshot {} ({}): no snapshot written",
+            id.short(),
+            snapshot.name
+        );
+        return Ok(());
+    }
     println!("snapshot {} saved ({})", id.short(), snapshot.name);
     println!(
         "  files {} ({} read, {} unchanged), dirs {}, {}",
@@ -124,6 +162,12 @@ pub(crate) fn report(id: &Id, snapshot: &Snapshot, json: bool) -> anyhow::Result
         s.new_packs,
         s.duration_secs
     );
+    if s.excluded > 0 {
+        println!(
+            "  excluded: {} files or directories (--exclude)",
+            s.excluded
+        );
+    }
     if s.unreadable > 0 {
         println!(
             "  partial: {} files or directories could not be read and are left out (see the warnings)",

@@ -59,6 +59,13 @@ pub struct Summary {
     /// Their paths (from the backed-up directory), the first [`MISMATCHES_NAMED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mismatched: Vec<String>,
+    /// Files and directories left out by `--exclude` patterns.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub excluded: u64,
+    /// Never in a stored snapshot: set on what `backup --skip-if-unchanged` returns when
+    /// nothing changed since the parent, which is returned instead of a new snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     pub duration_secs: f64,
 }
 

@@ -7,6 +7,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
+use crate::pattern::Pattern;
 use crate::registry::layout::{blob_data, Digest};
 use crate::registry::select::v2_root;
 use crate::repo::walk::{find_opt, Walk};
@@ -59,28 +60,22 @@ pub async fn find_digest(
     Ok(found)
 }
 
-/// The paths of the snapshots matching `pattern`, oldest snapshot first: `*` and `?` within
-/// one path component, `**` across components. A pattern without `/` is matched against
-/// names alone (`find '*.json'`), one with `/` against the whole path from the snapshot's
-/// top.
+/// The paths of the snapshots matching `pattern` ([`Pattern`]: names alone without a `/`,
+/// whole paths from the snapshot's top with one), oldest snapshot first.
 pub async fn find_paths(
     repo: &Repository,
     snapshots: &[(Id, Snapshot)],
     pattern: &str,
 ) -> Result<Vec<Found>> {
-    let whole_path = pattern.contains('/');
-    let pattern = pattern.trim_start_matches('/');
+    let pattern = Pattern::new(pattern);
     let mut found = Vec::new();
     for (id, snap) in snapshots {
         let mut walk = Walk::snapshot(repo, snap).await?;
         while let Some((rel, node)) = walk.next().await? {
             let path = rel.to_string_lossy();
-            let subject = match whole_path {
-                true => &path[..],
-                false => path.rsplit('/').next().unwrap_or(&path),
-            };
-            if glob(pattern.as_bytes(), subject.as_bytes()) {
-                let slash = if node.kind == NodeKind::Dir { "/" } else { "" };
+            let is_dir = node.kind == NodeKind::Dir;
+            if pattern.matches(&path, is_dir) {
+                let slash = if is_dir { "/" } else { "" };
                 found.push(Found {
                     snapshot: *id,
                     time: snap.time,
@@ -91,55 +86,4 @@ pub async fn find_paths(
         }
     }
     Ok(found)
-}
-
-/// Whether `text` matches `pattern` (`*`, `?` within a component, `**` across).
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern {
-        [] => text.is_empty(),
-        [b'*', b'*', rest @ ..] => {
-            let rest = rest.strip_prefix(b"/").unwrap_or(rest);
-            (0..=text.len()).any(|at| glob(rest, &text[at..]))
-        }
-        [b'*', rest @ ..] => {
-            let component = text.iter().position(|&c| c == b'/').unwrap_or(text.len());
-            (0..=component).any(|at| glob(rest, &text[at..]))
-        }
-        [b'?', rest @ ..] => matches!(text, [c, tail @ ..] if *c != b'/' && glob(rest, tail)),
-        [p, rest @ ..] => matches!(text, [c, tail @ ..] if c == p && glob(rest, tail)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn globs_match_within_and_across_components() {
-        let yes = [
-            ("*.json", "index.json"),
-            ("tags/*/current/link", "tags/v1/current/link"),
-            ("**/link", "a/b/c/link"),
-            ("**/link", "link"),
-            ("a/**/d", "a/b/c/d"),
-            ("v?", "v1"),
-        ];
-        for (pattern, text) in yes {
-            assert!(
-                glob(pattern.as_bytes(), text.as_bytes()),
-                "{pattern} ~ {text}"
-            );
-        }
-        let no = [
-            ("*.json", "a/b.json"),
-            ("tags/*/link", "tags/v1/current/link"),
-            ("v?", "v12"),
-        ];
-        for (pattern, text) in no {
-            assert!(
-                !glob(pattern.as_bytes(), text.as_bytes()),
-                "{pattern} !~ {text}"
-            );
-        }
-    }
 }

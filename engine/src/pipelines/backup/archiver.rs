@@ -42,6 +42,8 @@ pub struct Counts {
     pub gzip_fallbacks: AtomicU64,
     /// Files and directories left out because they could not be read.
     pub unreadable: AtomicU64,
+    /// Entries left out by `--exclude`.
+    pub excluded: AtomicU64,
     /// Registry blobs that did not match their digest, and the first of their paths.
     pub digest_mismatches: AtomicU64,
     pub mismatched: std::sync::Mutex<Vec<String>>,
@@ -72,6 +74,8 @@ pub struct Archiver {
     gzip: bool,
     /// Chunker buffers, one per reader, reused from file to file.
     buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// `--exclude` patterns.
+    excludes: Vec<crate::pattern::Pattern>,
 }
 
 fn display(rel: &Path) -> String {
@@ -115,6 +119,11 @@ impl Archiver {
         racy_since: Option<(i64, u32)>,
     ) -> Arc<Self> {
         let readers = opts.readers.max(1);
+        let opts_excludes = opts
+            .exclude
+            .iter()
+            .map(|p| crate::pattern::Pattern::new(p))
+            .collect();
         let gzip = opts.gzip.unwrap_or(repo.config().gzip);
         Arc::new(Archiver {
             gzip,
@@ -129,7 +138,21 @@ impl Archiver {
             dir_slots: Semaphore::new(LISTERS),
             finish_slots: Arc::new(Semaphore::new(FINISHING)),
             buffers: std::sync::Mutex::new(Vec::new()),
+            excludes: opts_excludes,
         })
+    }
+
+    /// Whether the entry at `rel` is left out by an `--exclude` pattern (counted).
+    pub(super) fn excluded(&self, rel: &Path, is_dir: bool) -> bool {
+        if self.excludes.is_empty() {
+            return false;
+        }
+        let path = rel.to_string_lossy();
+        let excluded = self.excludes.iter().any(|p| p.matches(&path, is_dir));
+        if excluded {
+            add(&self.counts.excluded, 1);
+        }
+        excluded
     }
 }
 

@@ -49,6 +49,11 @@ pub struct BackupOptions {
     /// Fail on a file or directory that cannot be read instead of leaving it out of a
     /// partial snapshot.
     pub fail_on_unreadable: bool,
+    /// Entries left out ([`crate::pattern::Pattern`]s, e.g. `_uploads/`).
+    pub exclude: Vec<String>,
+    /// Write no snapshot when nothing changed since the parent: the parent is returned,
+    /// with `summary.skipped` set.
+    pub skip_if_unchanged: bool,
 }
 
 impl Default for BackupOptions {
@@ -67,6 +72,8 @@ impl Default for BackupOptions {
             gzip: None,
             reencode: false,
             fail_on_unreadable: false,
+            exclude: Vec::new(),
+            skip_if_unchanged: false,
         }
     }
 }
@@ -152,6 +159,7 @@ pub async fn backup(
         gzip_partial: get(&counts.gzip_partial),
         gzip_fallbacks: get(&counts.gzip_fallbacks),
         unreadable: get(&counts.unreadable),
+        excluded: get(&counts.excluded),
         digest_mismatches: get(&counts.digest_mismatches),
         mismatched: std::mem::take(
             &mut *counts.mismatched.lock().unwrap_or_else(|e| e.into_inner()),
@@ -186,6 +194,18 @@ pub async fn backup(
         tar: None,
         tables: None,
     };
+    // Nothing changed: the parent stands for this backup.
+    if let (true, Some(parent_id)) = (opts.skip_if_unchanged, snapshot.parent) {
+        let parent = repo.load_json::<Snapshot>("snapshots", &parent_id).await?;
+        if parent.tree == snapshot.tree && written.new_blobs == 0 {
+            let mut skipped = parent;
+            skipped.summary = Summary {
+                skipped: true,
+                ..snapshot.summary
+            };
+            return Ok((parent_id, skipped));
+        }
+    }
     // Last: only now is everything it refers to durable and indexed.
     let ids = crate::repo::commit::commit(&repo, vec![snapshot.clone()], &written.relied).await?;
     Ok((ids[0], snapshot))

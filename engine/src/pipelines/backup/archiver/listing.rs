@@ -137,6 +137,9 @@ impl Archiver {
         for entry in entries {
             let previous = parent.and_then(|t| t.find(&entry.name));
             let child = || rel.join(std::ffi::OsStr::from_bytes(&entry.name));
+            if self.excluded(&child(), entry.kind == EntryKind::Dir) {
+                continue;
+            }
             match entry.kind {
                 EntryKind::Dir => {
                     let subtree = previous
