@@ -136,6 +136,24 @@ fn a_volume_on_an_export_backs_up_through_nfs_and_restores_exactly() {
     assert_eq!(deleted["summary"]["deleted"].as_u64(), Some(3), "{deleted}");
     assert_same_tree(&reference, &root);
     assert_same_tree(&outside_before, &outside);
+
+    // Resumed: what the export holds as the snapshot has it is not written again.
+    std::fs::remove_file(root.join("_data/stray")).ok();
+    let resumed = s.json(&[
+        "restore",
+        "latest",
+        "--target",
+        &url,
+        "--skip-existing",
+        "--json",
+    ]);
+    let files = resumed["summary"]["files"].as_u64().expect("files");
+    assert_eq!(
+        resumed["summary"]["skipped"].as_u64(),
+        Some(files),
+        "{resumed}"
+    );
+    assert_same_tree(&reference, &root);
 }
 
 #[test]

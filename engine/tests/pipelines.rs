@@ -1147,3 +1147,28 @@ async fn restore_with_delete_makes_the_target_equal_to_the_snapshot_and_a_dry_ru
     // Nothing left to remove.
     assert_eq!(run(true, false).await.deleted, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_with_skip_existing_writes_only_what_is_missing_or_differs() {
+    let f = fixture().await;
+    let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
+    let (_, snap) = run_backup(&repo, &f.volume).await;
+    restore_into(&repo, &snap, &f.out).await;
+    // Stopped part way: one file missing, one left different (other size and mtime).
+    let restored = f.out.join("dtr-registry-r1");
+    std::fs::remove_file(restored.join("_data/notes.txt")).unwrap();
+    std::fs::write(restored.join("_data/secret"), b"half").unwrap();
+    let target = Arc::new(FsTarget::new(&f.out).unwrap());
+    let opts = RestoreOptions {
+        overwrite: true,
+        skip_existing: true,
+        ..RestoreOptions::default()
+    };
+    let summary = restore(repo, &snap, target, opts, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(summary.files, snap.summary.files);
+    assert_eq!(summary.skipped, snap.summary.files - 2, "{summary:?}");
+    let diffs = tree_differences(&f.volume, &restored);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}

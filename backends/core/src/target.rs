@@ -46,6 +46,13 @@ pub trait Target: Send + Sync {
     fn remove_all(&self, rel: &Path) -> io::Result<()> {
         Err(unsupported(rel, "delete"))
     }
+    /// The size and mtime of the regular file at `rel`, following no symlink; none when
+    /// nothing, or something else, is there, or the target cannot tell (`restore
+    /// --skip-existing` then writes the file).
+    fn file_stat(&self, rel: &Path) -> io::Result<Option<(u64, crate::source::Timestamp)>> {
+        let _ = rel;
+        Ok(None)
+    }
 }
 
 /// An entry of a target directory.
@@ -344,6 +351,25 @@ impl Target for FsTarget {
     fn remove_all(&self, rel: &Path) -> io::Result<()> {
         let (dir, name) = self.parent(rel)?;
         remove_at(&dir, name)
+    }
+
+    fn file_stat(&self, rel: &Path) -> io::Result<Option<(u64, crate::source::Timestamp)>> {
+        let (dir, name) = match self.parent(rel) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
+                let mtime = crate::source::Timestamp {
+                    secs: stat.st_mtime,
+                    nanos: stat.st_mtime_nsec as u32,
+                };
+                Ok(Some((stat.st_size as u64, mtime)))
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn set_meta(&self, rel: &Path, meta: &EntryMeta) -> io::Result<()> {

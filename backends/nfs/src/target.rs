@@ -101,6 +101,32 @@ impl Target for NfsTarget {
         })
     }
 
+    fn file_stat(
+        &self,
+        rel: &Path,
+    ) -> io::Result<Option<(u64, stowage_backends::source::Timestamp)>> {
+        let inner = Self::inner(rel);
+        block_on(&self.handle, async {
+            let (parent, name) = match self.parent(&inner).await {
+                Ok(found) => found,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match self.client.lookup(&self.what(&inner), &parent, name).await {
+                Ok((_, attr)) if attr.type_ == ftype3::NF3REG => {
+                    let mtime = stowage_backends::source::Timestamp {
+                        secs: i64::from(attr.mtime.seconds),
+                        nanos: attr.mtime.nseconds,
+                    };
+                    Ok(Some((attr.size, mtime)))
+                }
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn remove_all(&self, rel: &Path) -> io::Result<()> {
         let inner = Self::inner(rel);
         block_on(&self.handle, async {

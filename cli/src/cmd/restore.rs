@@ -53,6 +53,10 @@ pub struct Args {
     /// would remove.
     #[arg(long, conflicts_with = "format")]
     dry_run: bool,
+    /// Leave files the target already holds with the snapshot's size and mtime: a restore
+    /// that stopped part way resumes (implies --overwrite).
+    #[arg(long, conflicts_with = "format")]
+    skip_existing: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -69,7 +73,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let (target, place) = ctx.open_target(target, &snapshot.name).await?;
     let bars = ctx.bars();
     let opts = RestoreOptions {
-        overwrite: args.overwrite || args.delete,
+        overwrite: args.overwrite || args.delete || args.skip_existing,
+        skip_existing: args.skip_existing,
         sparse: args.sparse,
         delete: args.delete,
         dry_run: args.dry_run,
@@ -91,6 +96,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         id.short(),
         describe(&summary)
     );
+    if args.skip_existing {
+        println!(
+            "  {} files already there, not written again",
+            summary.skipped
+        );
+    }
     if args.delete {
         println!(
             "{removed} {} entries the snapshot does not have",

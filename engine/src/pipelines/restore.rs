@@ -46,6 +46,9 @@ pub struct RestoreOptions {
     /// Write and remove nothing; count what would be written and name what would be
     /// removed.
     pub dry_run: bool,
+    /// Leave files that the target already holds with the snapshot's size and mtime (an
+    /// interrupted restore resumes; rsync's quick check). Their metadata is still applied.
+    pub skip_existing: bool,
 }
 
 impl Default for RestoreOptions {
@@ -57,6 +60,7 @@ impl Default for RestoreOptions {
             sparse: false,
             delete: false,
             dry_run: false,
+            skip_existing: false,
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct RestoreSummary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deletions: Vec<String>,
     pub dry_run: bool,
+    /// Files the target already held as the snapshot has them (`skip_existing`): not written
+    /// again (counted in `files` and `bytes` too).
+    pub skipped: u64,
 }
 
 /// Deleted paths a summary names at most.
@@ -94,6 +101,8 @@ struct Restorer {
     sparse: bool,
     delete: bool,
     dry_run: bool,
+    skip_existing: bool,
+    skipped: AtomicU64,
     deleted: AtomicU64,
     deletions: Mutex<Vec<String>>,
     /// Registry blobs that did not match their digest when backed up (paths from the
@@ -179,6 +188,8 @@ pub async fn restore(
         sparse: opts.sparse,
         delete: opts.delete,
         dry_run: opts.dry_run,
+        skip_existing: opts.skip_existing,
+        skipped: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
         deletions: Mutex::new(Vec::new()),
         mismatched: snapshot.summary.mismatched.iter().cloned().collect(),
@@ -214,6 +225,7 @@ pub async fn restore(
         deleted: get(&restorer.deleted),
         deletions,
         dry_run: opts.dry_run,
+        skipped: get(&restorer.skipped),
     })
 }
 
@@ -395,8 +407,26 @@ impl Restorer {
             .contains(&inside.as_path().display().to_string())
     }
 
+    /// Whether the target already holds the file as the snapshot has it (size and mtime).
+    fn already_there(&self, rel: &Path, node: &Node) -> Result<bool> {
+        let stat = self.target.file_stat(rel).map_err(io_at(rel))?;
+        Ok(stat.is_some_and(|(size, mtime)| {
+            size == node.size && mtime.secs == node.mtime && mtime.nanos == node.mtime_ns
+        }))
+    }
+
     /// Writes one file under a temporary name, verifies it, then gives it its name.
     fn restore_file(&self, rt: &Handle, rel: &Path, node: &Node) -> Result<()> {
+        if self.skip_existing && self.already_there(rel, node)? {
+            self.target
+                .set_meta(rel, &node.meta())
+                .map_err(io_at(rel))?;
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.files.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(node.size, Ordering::Relaxed);
+            self.progress.advance(node.size);
+            return Ok(());
+        }
         let sink = self.target.create_file(rel).map_err(io_at(rel))?;
         let mut sink = Sparse::new(sink, self.sparse);
         let read = read_content(
