@@ -424,3 +424,52 @@ fn a_tar_is_never_written_to_a_terminal() {
         );
     }
 }
+
+#[test]
+fn a_metadata_backup_read_from_a_command_is_kept_only_when_the_command_succeeds() {
+    let s = Stowage::new();
+    s.ok(&["init"]);
+    let parent = s.path("in");
+    let dir = metadata_dir(&parent);
+    let name = dir.file_name().expect("name").to_str().expect("utf-8");
+    gnu_tar(&parent, &["-cf", "../meta.tar", name]);
+    let tar = s.path("meta.tar");
+    let original = std::fs::read(&tar).expect("read tar");
+    let cat = format!("cat {}", tar.display());
+
+    let out = s.run(&[
+        "backup-metadata",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        &cat,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot_count(&s), 1);
+    let restored = s
+        .command(&["restore-metadata", "latest"])
+        .output()
+        .expect("run");
+    assert!(restored.status.success());
+    assert_eq!(sha256(&restored.stdout), sha256(&original));
+
+    // The same bytes from a command that then fails: refused, nothing recorded.
+    let failing = format!("{cat}; exit 3");
+    let out = s.run(&[
+        "backup-metadata",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        &failing,
+    ]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("failed") && said.contains("3"), "{said}");
+    assert_eq!(snapshot_count(&s), 1);
+}

@@ -10,14 +10,24 @@ pub struct Args {
     /// (e.g. `gpg -d backup.tar.gpg | stowage backup-metadata -`).
     #[arg(default_value = "-")]
     file: String,
+    /// Read the tar from the command after `--` as it runs (e.g. `-- docker run --rm
+    /// docker/dtr backup --ucp-url ...`); a command that fails writes no snapshot.
+    #[arg(long, requires = "command", conflicts_with = "file")]
+    stdin_from_command: bool,
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
     #[command(flatten)]
     common: TarBackupArgs,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let input = match args.stdin_from_command {
+        true => super::tar_io::command_input(&args.command)?,
+        false => super::tar_io::input(&args.file)?,
+    };
     let Some((id, snapshot)) = args
         .common
-        .backup(ctx, &args.file, "dtr-metadata", "dtr-metadata", true)
+        .backup(ctx, input, "dtr-metadata", "dtr-metadata", true)
         .await?
     else {
         return Ok(ExitCode::SUCCESS);

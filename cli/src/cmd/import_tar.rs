@@ -16,7 +16,13 @@ pub struct Args {
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let Some((id, snapshot)) = args
         .common
-        .backup(ctx, &args.file, "tar", "imported", false)
+        .backup(
+            ctx,
+            super::tar_io::input(&args.file)?,
+            "tar",
+            "imported",
+            false,
+        )
         .await?
     else {
         return Ok(ExitCode::SUCCESS);

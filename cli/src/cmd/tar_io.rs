@@ -29,6 +29,62 @@ pub fn input(path: &str) -> anyhow::Result<(Box<dyn Read + Send>, String)> {
     Ok((Box::new(BufReader::with_capacity(1 << 20, file)), uri))
 }
 
+/// The stdout of `command` (program and arguments), read as it runs: at its end the command's
+/// exit status is read, and a failed run is a read error, so no snapshot is written of
+/// what a failed `docker/dtr backup` printed.
+pub fn command_input(command: &[String]) -> anyhow::Result<(Box<dyn Read + Send>, String)> {
+    let (program, arguments) = command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("--stdin-from-command needs a command after --"))?;
+    let mut child = std::process::Command::new(program)
+        .args(arguments)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let shown = command.join(" ");
+    let reader = CommandOutput {
+        stdout: BufReader::with_capacity(1 << 20, stdout),
+        child,
+        command: shown.clone(),
+    };
+    Ok((Box::new(reader), format!("command: {shown}")))
+}
+
+struct CommandOutput {
+    stdout: BufReader<std::process::ChildStdout>,
+    child: std::process::Child,
+    command: String,
+}
+
+impl Read for CommandOutput {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let status = self.child.wait()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!(
+                    "`{}` failed ({status}): what it printed is not kept",
+                    self.command
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for CommandOutput {
+    /// A backup that failed before the command's end does not leave it running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Where a tar goes: stdout, or a file that gets its name only once complete.
 pub struct Output {
     temp: Option<(PathBuf, PathBuf)>,
@@ -119,18 +175,17 @@ pub struct TarBackupArgs {
 }
 
 impl TarBackupArgs {
-    /// Backs up the tar at `file` (`-`: stdin). Prints the JSON summary when asked for and
+    /// Backs up the tar `reader` gives (read from `uri`). Prints the JSON summary when asked for and
     /// returns `None`; else returns the snapshot for the caller's summary.
     pub async fn backup(
         self,
         ctx: &Context,
-        file: &str,
+        (reader, uri): (Box<dyn Read + Send>, String),
         kind: &str,
         fallback_name: &str,
         dtr_metadata: bool,
     ) -> anyhow::Result<Option<(Id, Snapshot)>> {
         let repo = ctx.open().await?;
-        let (reader, uri) = input(file)?;
         let opts = TarOptions {
             host: self.host.unwrap_or_else(hostname),
             tags: self.tags,
