@@ -2,13 +2,14 @@
 //! prints the result. Errors become a message on stderr and a non-zero exit.
 
 mod cmd;
+mod metrics;
 mod open;
 mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,11 @@ pub struct Cli {
     /// Never draw progress bars.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// Write the run's figures (exit status, duration; a backup's files, bytes and partial
+    /// counts) to this file in the Prometheus text format, for node_exporter's textfile
+    /// collector (e.g. /var/lib/node_exporter/stowage.prom).
+    #[arg(long, env = "STOWAGE_METRICS_FILE", global = true)]
+    metrics_file: Option<PathBuf>,
     #[command(flatten)]
     s3: S3Args,
     #[command(subcommand)]
@@ -157,7 +163,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let command = matches.subcommand_name().unwrap_or("").to_string();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,13 +180,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let started = std::time::Instant::now();
+    let metrics_file = cli.metrics_file.clone();
+    let ctx = open::Context::new(&cli);
+    let code = match runtime.block_on(run(&ctx, cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             exit_code(&e)
         }
+    };
+    if let Some(path) = metrics_file {
+        let status = [0, 3, 10, 12, 130]
+            .into_iter()
+            .find(|&n| ExitCode::from(n) == code)
+            .unwrap_or(1);
+        let repository = ctx.repo_location().unwrap_or("");
+        let seconds = started.elapsed().as_secs_f64();
+        if let Err(e) = ctx
+            .metrics
+            .write(&path, &command, repository, status, seconds)
+        {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
     }
+    code
 }
 
 /// Log events (store requests, retries, slow calls) go to stderr: warnings by default, so
@@ -219,32 +249,31 @@ fn limit_heap_growth() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = open::Context::new(&cli);
+async fn run(ctx: &open::Context, cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Init(args) => cmd::init::run(&ctx, args).await,
-        Command::Backup(args) => cmd::backup::run(&ctx, args).await,
-        Command::Snapshots(args) => cmd::snapshots::run(&ctx, args).await,
-        Command::Ls(args) => cmd::ls::run(&ctx, args).await,
-        Command::Restore(args) => cmd::restore::run(&ctx, args).await,
-        Command::Check(args) => cmd::check::run(&ctx, args).await,
-        Command::Stats(args) => cmd::stats::run(&ctx, args).await,
-        Command::Copy(args) => cmd::copy::run(&ctx, args).await,
-        Command::Forget(args) => cmd::forget::run(&ctx, args).await,
-        Command::Tag(args) => cmd::tag::run(&ctx, args).await,
-        Command::Prune(args) => cmd::prune::run(&ctx, args).await,
-        Command::Repair(command) => cmd::repair::run(&ctx, command).await,
-        Command::Key(command) => cmd::key::run(&ctx, command).await,
+        Command::Init(args) => cmd::init::run(ctx, args).await,
+        Command::Backup(args) => cmd::backup::run(ctx, args).await,
+        Command::Snapshots(args) => cmd::snapshots::run(ctx, args).await,
+        Command::Ls(args) => cmd::ls::run(ctx, args).await,
+        Command::Restore(args) => cmd::restore::run(ctx, args).await,
+        Command::Check(args) => cmd::check::run(ctx, args).await,
+        Command::Stats(args) => cmd::stats::run(ctx, args).await,
+        Command::Copy(args) => cmd::copy::run(ctx, args).await,
+        Command::Forget(args) => cmd::forget::run(ctx, args).await,
+        Command::Tag(args) => cmd::tag::run(ctx, args).await,
+        Command::Prune(args) => cmd::prune::run(ctx, args).await,
+        Command::Repair(command) => cmd::repair::run(ctx, command).await,
+        Command::Key(command) => cmd::key::run(ctx, command).await,
         Command::Completions(args) => Ok(cmd::docs::completions(Cli::command(), args)),
         Command::Man(args) => cmd::docs::man(Cli::command(), args),
-        Command::Diff(args) => cmd::diff::run(&ctx, args).await,
-        Command::Find(args) => cmd::find::run(&ctx, args).await,
-        Command::BackupMetadata(args) => cmd::backup_metadata::run(&ctx, args).await,
-        Command::Optimize(args) => cmd::optimize::run(&ctx, args).await,
-        Command::RestoreMetadata(args) => cmd::restore_metadata::run(&ctx, args).await,
-        Command::Dump(args) => cmd::dump::run(&ctx, args).await,
-        Command::ImportTar(args) => cmd::import_tar::run(&ctx, args).await,
-        Command::BenchStore(args) => cmd::bench_store::run(&ctx, args).await,
-        Command::Bench(args) => cmd::bench::run(&ctx, args).await,
+        Command::Diff(args) => cmd::diff::run(ctx, args).await,
+        Command::Find(args) => cmd::find::run(ctx, args).await,
+        Command::BackupMetadata(args) => cmd::backup_metadata::run(ctx, args).await,
+        Command::Optimize(args) => cmd::optimize::run(ctx, args).await,
+        Command::RestoreMetadata(args) => cmd::restore_metadata::run(ctx, args).await,
+        Command::Dump(args) => cmd::dump::run(ctx, args).await,
+        Command::ImportTar(args) => cmd::import_tar::run(ctx, args).await,
+        Command::BenchStore(args) => cmd::bench_store::run(ctx, args).await,
+        Command::Bench(args) => cmd::bench::run(ctx, args).await,
     }
 }

@@ -28,6 +28,8 @@ pub struct Context {
     cache_dir: Option<PathBuf>,
     pub quiet: bool,
     pub s3: S3Options,
+    /// What the command records for `--metrics-file`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Where a repository, a source or a target is: a directory, a bucket and prefix, or a path
@@ -76,6 +78,7 @@ impl Context {
             cache_dir: cli.cache_dir.clone(),
             quiet: cli.quiet,
             s3: cli.s3.options(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 

@@ -88,3 +88,52 @@ fn excluded_entries_stay_out_and_an_unchanged_volume_writes_no_snapshot() {
     );
     assert_eq!(count(), 2);
 }
+
+#[test]
+fn a_metrics_file_holds_the_runs_figures_in_the_prometheus_text_format() {
+    let s = Stowage::new();
+    let volume = s.path("dtr-registry-r1");
+    std::fs::create_dir_all(volume.join("_data")).expect("mkdir");
+    std::fs::write(volume.join("_data/file"), b"twelve bytes").expect("write");
+    let metrics = s.path("stowage.prom");
+    let m = metrics.to_str().expect("utf-8");
+    s.ok(&["init"]);
+    s.ok(&[
+        "backup",
+        volume.to_str().expect("utf-8"),
+        "--metrics-file",
+        m,
+    ]);
+    let text = std::fs::read_to_string(&metrics).expect("metrics written");
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("stowage_{name}{{")))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        assert!(line.contains("command=\"backup\""), "{line}");
+        line.rsplit(' ')
+            .next()
+            .expect("value")
+            .parse()
+            .expect("a number")
+    };
+    assert_eq!(value("exit_status"), 0.0);
+    assert_eq!(value("backup_files"), 1.0);
+    assert_eq!(value("backup_bytes"), 12.0);
+    assert!(text.contains("# TYPE stowage_backup_files gauge"));
+    // A failed run says so.
+    s.fails(&[
+        "--metrics-file",
+        m,
+        "restore",
+        "nonexistent",
+        "--target",
+        "/tmp/x",
+    ]);
+    let text = std::fs::read_to_string(&metrics).expect("metrics written");
+    let status = text
+        .lines()
+        .find(|l| l.starts_with("stowage_exit_status{command=\"restore\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(status.ends_with(" 1"), "{status}");
+}

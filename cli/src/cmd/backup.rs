@@ -91,6 +91,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ..BackupOptions::default()
     };
     let (id, snapshot) = run_backup(ctx, repo, source, opts).await?;
+    record(ctx, &snapshot);
     report(&id, &snapshot, args.json)?;
     let summary = &snapshot.summary;
     Ok(match summary.unreadable + summary.digest_mismatches {
@@ -115,6 +116,48 @@ pub(crate) async fn run_backup(
 }
 
 /// Prints a new snapshot's summary: as JSON, or as a few lines.
+/// A backup's figures for `--metrics-file`.
+fn record(ctx: &Context, snapshot: &Snapshot) {
+    let s = &snapshot.summary;
+    let m = &ctx.metrics;
+    m.set("backup_files", "Files in the snapshot.", s.files as f64);
+    m.set(
+        "backup_bytes",
+        "Bytes of the files in the snapshot.",
+        s.bytes as f64,
+    );
+    m.set(
+        "backup_files_read",
+        "Files read (new or changed).",
+        s.files_read as f64,
+    );
+    m.set(
+        "backup_new_bytes",
+        "Plaintext bytes of new blobs.",
+        s.new_bytes as f64,
+    );
+    m.set(
+        "backup_stored_bytes",
+        "Bytes added to the repository.",
+        s.stored_bytes as f64,
+    );
+    m.set(
+        "backup_unreadable",
+        "Files and directories that could not be read.",
+        s.unreadable as f64,
+    );
+    m.set(
+        "backup_digest_mismatches",
+        "Registry blobs that did not match their digest.",
+        s.digest_mismatches as f64,
+    );
+    m.set(
+        "backup_snapshot_timestamp_seconds",
+        "When the snapshot (or the unchanged parent) was taken.",
+        snapshot.time.timestamp() as f64,
+    );
+}
+
 /// The --exclude patterns and those of the --exclude-file files.
 fn excludes(patterns: &[String], files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
     let mut all = patterns.to_vec();
