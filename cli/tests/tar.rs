@@ -390,14 +390,21 @@ fn a_path_that_is_both_file_and_directory_is_refused() {
     assert_eq!(snapshot_count(&s), 0);
 }
 
-#[test]
-fn a_tar_is_never_written_to_a_terminal() {
+/// A new repository and a metadata tar made by GNU tar (`meta.tar` in the test directory).
+fn repository_and_metadata_tar() -> (Stowage, PathBuf) {
     let s = Stowage::new();
     s.ok(&["init"]);
     let parent = s.path("in");
     let dir = metadata_dir(&parent);
     let name = dir.file_name().expect("name").to_str().expect("utf-8");
     gnu_tar(&parent, &["-cf", "../meta.tar", name]);
+    let tar = s.path("meta.tar");
+    (s, tar)
+}
+
+#[test]
+fn a_tar_is_never_written_to_a_terminal() {
+    let (s, _) = repository_and_metadata_tar();
     s.ok(&[
         "backup-metadata",
         s.path("meta.tar").to_str().expect("utf-8"),
@@ -427,13 +434,7 @@ fn a_tar_is_never_written_to_a_terminal() {
 
 #[test]
 fn a_metadata_backup_read_from_a_command_is_kept_only_when_the_command_succeeds() {
-    let s = Stowage::new();
-    s.ok(&["init"]);
-    let parent = s.path("in");
-    let dir = metadata_dir(&parent);
-    let name = dir.file_name().expect("name").to_str().expect("utf-8");
-    gnu_tar(&parent, &["-cf", "../meta.tar", name]);
-    let tar = s.path("meta.tar");
+    let (s, tar) = repository_and_metadata_tar();
     let original = std::fs::read(&tar).expect("read tar");
     let cat = format!("cat {}", tar.display());
 

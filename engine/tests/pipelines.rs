@@ -93,6 +93,23 @@ async fn run_backup(
     .unwrap()
 }
 
+/// A backup of `volume` with one blob per pack, so that deleting or damaging a pack takes
+/// exactly one blob.
+async fn back_up_one_per_pack(
+    repo: &Arc<Repository>,
+    volume: &Path,
+    progress: Arc<dyn stowage_engine::Progress>,
+) -> (stowage_engine::Id, stowage_engine::Snapshot) {
+    let opts = BackupOptions {
+        pack_size: 1,
+        ..BackupOptions::default()
+    };
+    let source = Arc::new(FsSource::new(volume).unwrap());
+    backup(Arc::clone(repo), source, opts, progress)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_reproduces_the_volume_exactly() {
     let f = fixture().await;
@@ -266,15 +283,7 @@ async fn check_without_reading_data_finds_a_pack_cut_short() {
 async fn damaged_pack_fails_restore_and_check_names_it() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    // One blob per pack, so the damage hits exactly one file.
-    let opts = BackupOptions {
-        pack_size: 1,
-        ..BackupOptions::default()
-    };
-    let source = Arc::new(FsSource::new(&f.volume).unwrap());
-    let (snap_id, snap) = backup(repo.clone(), source, opts, Arc::new(NoProgress))
-        .await
-        .unwrap();
+    let (snap_id, snap) = back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
     let root = repo.load_tree(&snap.tree).await.unwrap();
     let volume = repo
         .load_tree(&root.nodes[0].subtree.unwrap())
@@ -674,20 +683,7 @@ async fn registry_blobs_that_do_not_match_their_digest_are_named_tiny_or_large()
 async fn the_next_backup_heals_deleted_data_and_tree_packs() {
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    // One blob per pack, so each deletion takes exactly one blob.
-    let one_per_pack = || BackupOptions {
-        pack_size: 1,
-        ..BackupOptions::default()
-    };
-    let source = Arc::new(FsSource::new(&f.volume).unwrap());
-    let (_, first) = backup(
-        repo.clone(),
-        source.clone(),
-        one_per_pack(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    let (_, first) = back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
     let root = repo.load_tree(&first.tree).await.unwrap();
     let volume = repo
         .load_tree(&root.nodes[0].subtree.unwrap())
@@ -707,9 +703,7 @@ async fn the_next_backup_heals_deleted_data_and_tree_packs() {
 
     // Same volume, same cache: without healing, the backup would rely on both packs.
     let warnings = Arc::new(Warnings::default());
-    let (_, second) = backup(repo.clone(), source, one_per_pack(), warnings.clone())
-        .await
-        .unwrap();
+    let (_, second) = back_up_one_per_pack(&repo, &f.volume, warnings.clone()).await;
     let said = warnings.0.lock().unwrap().join("\n");
     assert!(
         said.contains("2 pack(s) the index names are missing"),
@@ -758,19 +752,7 @@ async fn repair_index_rebuilds_deleted_index_files_and_drops_a_deleted_pack() {
     use stowage_engine::{repair_index, PackDamage};
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    let one_per_pack = || BackupOptions {
-        pack_size: 1,
-        ..BackupOptions::default()
-    };
-    let source = Arc::new(FsSource::new(&f.volume).unwrap());
-    let (first_id, first) = backup(
-        repo.clone(),
-        source.clone(),
-        one_per_pack(),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
+    let (first_id, first) = back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
 
     // Every index file gone: a cold cache knows no blob, and check says what to run.
     for file in f.store.list("index/").await.unwrap() {
@@ -802,9 +784,7 @@ async fn repair_index_rebuilds_deleted_index_files_and_drops_a_deleted_pack() {
         .unwrap();
     assert!(report.is_ok(), "{report:?}");
     // The nightly backup reads its parent again and needs nothing new.
-    let (_, second) = backup(repo.clone(), source, one_per_pack(), Arc::new(NoProgress))
-        .await
-        .unwrap();
+    let (_, second) = back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
     assert_eq!(second.parent, Some(first_id));
     assert_eq!(second.summary.new_blobs, 0, "{:?}", second.summary);
 
@@ -856,10 +836,7 @@ async fn repair_index_rebuilds_deleted_index_files_and_drops_a_deleted_pack() {
 
     // The next backup stores the blob again; both snapshots restore exactly.
     let repo = cold().await.unwrap();
-    let source = Arc::new(FsSource::new(&f.volume).unwrap());
-    backup(repo.clone(), source, one_per_pack(), Arc::new(NoProgress))
-        .await
-        .unwrap();
+    back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
     let report = check(repo.clone(), true, Arc::new(NoProgress))
         .await
         .unwrap();
@@ -938,20 +915,9 @@ async fn repair_snapshots_rewrites_snapshots_without_the_lost_files() {
     use stowage_engine::{repair_snapshots, RepairSnapshotsOptions, REPAIRED_TAG};
     let f = fixture().await;
     let repo = open(f.store.clone(), PASSWORD, f.kv.clone()).await.unwrap();
-    // One blob per pack, so each deletion takes exactly one blob.
-    let back_up = || async {
-        let source = Arc::new(FsSource::new(&f.volume).unwrap());
-        let opts = BackupOptions {
-            pack_size: 1,
-            ..BackupOptions::default()
-        };
-        backup(repo.clone(), source, opts, Arc::new(NoProgress))
-            .await
-            .unwrap()
-    };
-    let (first_id, first) = back_up().await;
+    let (first_id, first) = back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
     std::fs::write(f.volume.join("_data/night2.txt"), "night two").unwrap();
-    back_up().await;
+    back_up_one_per_pack(&repo, &f.volume, Arc::new(NoProgress)).await;
     // The pack of notes.txt and the tree of `_uploads` lost.
     let notes = stowage_engine::find(&repo, &first, "dtr-registry-r1/_data/notes.txt")
         .await

@@ -45,6 +45,14 @@ impl S3Target {
         Ok(self.url.key(&parts.join("/")))
     }
 
+    /// The object path of `rel` as a listing prefix: none for the bucket's root.
+    fn prefix(&self, rel: &Path) -> io::Result<Option<object_store::path::Path>> {
+        match self.key(rel)?.is_empty() {
+            true => Ok(None),
+            false => self.path(rel).map(Some),
+        }
+    }
+
     fn path(&self, rel: &Path) -> io::Result<object_store::path::Path> {
         let key = self.key(rel)?;
         self.client
@@ -55,11 +63,7 @@ impl S3Target {
 
 impl Target for S3Target {
     fn exists(&self, rel: &Path) -> io::Result<bool> {
-        let key = self.key(rel)?;
-        let prefix = match key.is_empty() {
-            true => None,
-            false => Some(self.path(rel)?),
-        };
+        let prefix = self.prefix(rel)?;
         let client = Arc::clone(&self.client);
         // Anything under the key counts: restoring over an existing registry needs --overwrite.
         crate::block_on(&self.handle, async move {
@@ -110,11 +114,7 @@ impl Target for S3Target {
     /// Objects directly under the directory's key, and the "directories" (common
     /// prefixes) there. A directory with no objects does not exist in a bucket.
     fn list_dir(&self, rel: &Path) -> io::Result<Vec<Found>> {
-        let key = self.key(rel)?;
-        let prefix = match key.is_empty() {
-            true => None,
-            false => Some(self.path(rel)?),
-        };
+        let prefix = self.prefix(rel)?;
         let client = Arc::clone(&self.client);
         crate::block_on(&self.handle, async move {
             let _slot = client.slot().await;
