@@ -5,7 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::compress::{compress, decompress, Compression};
+use stowage_fuzz as _;
 
 /// The largest raw length tried (20 bits).
 const RAW_MAX: u32 = (1 << 20) - 1;

@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::config::{Config, FORMAT_VERSION};
+use stowage_fuzz as _;
 
 #[derive(serde::Deserialize)]
 struct Version {

@@ -7,7 +7,9 @@
 use std::sync::Once;
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::gzip::{Rebuilder, Recipe};
+use stowage_fuzz as _;
 
 /// preflate-rs asserts on some inputs; the engine turns its panics into errors
 /// (`gzip::guarded`, catch_unwind). libfuzzer-sys's panic hook aborts on every panic, so

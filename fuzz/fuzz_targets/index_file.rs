@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::index_file::{decode_index_file, encode_index_file};
+use stowage_fuzz as _;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(packs) = decode_index_file(data, String::new) {

@@ -10,9 +10,11 @@ use std::sync::OnceLock;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::crypto::{KdfParams, KeyFile, Keys};
 use stowage_engine::format::id::Id;
 use stowage_engine::fuzzing::{kdf_check_bounds, kdf_derive};
+use stowage_fuzz as _;
 
 const PASSWORD: &[u8] = b"fuzz";
 

@@ -4,6 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
+use stowage_fuzz as _;
 
 fuzz_target!(|data: &[u8]| {
     let _ = stowage_nfs::fuzzing::nfs_reply(data);

@@ -6,12 +6,14 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::crypto::Keys;
 use stowage_engine::format::id::Id;
 use stowage_engine::format::index_file::encode_entries;
 use stowage_engine::format::pack::{
     decode_entries, header_tail_len, read_header, read_header_from_tail,
 };
+use stowage_fuzz as _;
 
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();

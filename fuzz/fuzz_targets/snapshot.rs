@@ -5,7 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::snapshot::Snapshot;
+use stowage_fuzz as _;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(snapshot) = serde_json::from_slice::<Snapshot>(data) else {

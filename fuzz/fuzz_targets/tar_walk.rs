@@ -6,7 +6,9 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::fuzzing::{tar_normalize, Item, TarWalker};
+use stowage_fuzz as _;
 
 fuzz_target!(|data: &[u8]| {
     let mut walker = TarWalker::new(data);

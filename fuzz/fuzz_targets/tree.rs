@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+// The bounded allocator (fuzz/src/lib.rs).
 use stowage_engine::format::tree::Tree;
+use stowage_fuzz as _;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(tree) = serde_json::from_slice::<Tree>(data) else {

@@ -15,7 +15,7 @@ use nfs3_client::nfs3_types::nfs3::{self, nfs_fh3, Nfs3Option, Nfs3Result};
 use nfs3_client::nfs3_types::xdr_codec::{Opaque, Pack, Unpack};
 use nfs3_client::{MountClient, Nfs3Client, PortmapperClient, RpcError};
 
-use crate::client::status_error;
+use crate::client::{check_record_mark, status_error};
 
 /// The procedures the client calls, in the order the first input byte selects them
 /// (`byte % PROCEDURES.len()`; bit 7 set: the reply's xid is left as it is).
@@ -49,8 +49,14 @@ struct Replay {
 
 impl AsyncRead for Replay {
     async fn async_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at == 0 && !self.keep_xid && self.reply.len() >= 8 && self.call.len() >= 8 {
-            self.reply[4..8].copy_from_slice(&self.call[4..8]);
+        if self.at == 0 {
+            if !self.keep_xid && self.reply.len() >= 8 && self.call.len() >= 8 {
+                self.reply[4..8].copy_from_slice(&self.call[4..8]);
+            }
+            // As `client::Tcp` does before handing on a byte of the reply.
+            if let Some(mark) = self.reply.first_chunk::<4>() {
+                check_record_mark(*mark)?;
+            }
         }
         let n = buf.len().min(self.reply.len() - self.at);
         if n == 0 && !buf.is_empty() {

@@ -40,7 +40,7 @@ mod tcp;
 pub use errors::{is_server_restarted, status_error, ServerRestarted};
 pub use namespace::DirEntry;
 pub use retry::ATTEMPTS;
-pub use tcp::Tcp;
+pub use tcp::{check_record_mark, Tcp, MAX_REPLY};
 
 type Conn = Nfs3Client<Tcp>;
 
