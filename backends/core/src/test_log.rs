@@ -16,6 +16,9 @@ impl Captured {
     pub fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
         let captured = Captured::default();
         let guard = tracing::subscriber::set_default(captured.clone());
+        // A callsite first hit by another test's thread, where no subscriber listens, may
+        // have cached "never"; ask every callsite again now that this one does.
+        tracing::callsite::rebuild_interest_cache();
         (captured, guard)
     }
 
