@@ -6,34 +6,45 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest single allocation a target may make: 1 GiB (the RSS limit is 2 GiB).
 pub const ALLOC_MAX: usize = 1 << 30;
 
+/// The bound on zeroed allocations: [`ALLOC_MAX`] unless a target has raised it
+/// ([`allow_zeroed_allocations_up_to`]).
+static ZEROED_LIMIT: AtomicUsize = AtomicUsize::new(ALLOC_MAX);
+
+/// Raises the bound on *zeroed* allocations for a target whose dependency is known to reserve
+/// a zeroed buffer of a length it has not checked yet, before reading into it (FUZZING.md
+/// names each one). Such a buffer is mapped lazily by the system and costs no memory until it
+/// is filled, which the read that follows refuses; every other allocation keeps the bound.
+pub fn allow_zeroed_allocations_up_to(bytes: usize) {
+    ZEROED_LIMIT.store(bytes.max(ALLOC_MAX), Ordering::Relaxed);
+}
+
 struct Bounded;
 
-fn too_large() -> ! {
-    // No formatting: it could allocate.
-    let _ = std::io::stderr()
-        .write_all(b"stowage-fuzz: an allocation of more than 1 GiB (a length field unchecked?)\n");
-    std::process::abort()
+fn check(size: usize, limit: usize) {
+    if size > limit {
+        // No formatting: it could allocate.
+        let _ = std::io::stderr()
+            .write_all(b"stowage-fuzz: an allocation above the bound (a length field unchecked?)\n");
+        std::process::abort()
+    }
 }
 
 // SAFETY: every call goes to `System` unchanged, but for refusing (aborting on) sizes above
-// ALLOC_MAX, which returns nothing.
+// the bound, which returns nothing.
 unsafe impl GlobalAlloc for Bounded {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > ALLOC_MAX {
-            too_large();
-        }
+        check(layout.size(), ALLOC_MAX);
         // SAFETY: the caller's contract is System's.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > ALLOC_MAX {
-            too_large();
-        }
+        check(layout.size(), ZEROED_LIMIT.load(Ordering::Relaxed));
         // SAFETY: as for alloc.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -44,9 +55,7 @@ unsafe impl GlobalAlloc for Bounded {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > ALLOC_MAX {
-            too_large();
-        }
+        check(new_size, ALLOC_MAX);
         // SAFETY: as for alloc.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
