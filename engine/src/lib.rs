@@ -7,8 +7,8 @@
 //!
 //! Each folder depends only on the ones above it in this list; its `mod.rs` says what lives
 //! there and what it may use. Beside them, any of them may use `error`, `progress`,
-//! `pattern` (path patterns) and `runtime` (the one crossing between async and blocking
-//! code, see below).
+//! `pattern` (path patterns), `extsort` (sorting in bounded memory, spilling to temporary
+//! files) and `runtime` (the one crossing between async and blocking code, see below).
 //!
 //! | folder | what lives there |
 //! |---|---|
@@ -33,6 +33,7 @@
 //! [`error::Joined`].
 
 pub mod error;
+mod extsort;
 pub mod format;
 /// Entry points for the fuzz targets (`fuzz/`, FUZZING.md); not an API.
 #[doc(hidden)]

@@ -1,22 +1,30 @@
 //! Registries of many small link files (issue 16): a backup and its restore are exact, a
 //! later night reads only what its pushes wrote, and the backup holds a bounded number of
-//! directories in memory however many the tree has. The suite runs a registry of 10,000
-//! files; `cargo test -p stowage-engine --test scale -- --ignored` runs 100,000.
+//! directories in memory however many the tree has. Check and prune then run with a sort
+//! budget of 4 KiB, so that every set they keep goes through files on disk (`extsort`), and
+//! must find every tree once and keep every blob the remaining snapshot needs. The suite runs
+//! a registry of 10,000 files; `cargo test -p stowage-engine --test scale -- --ignored` runs
+//! 100,000.
 
 // Test helpers unwrap: a panic is the test's failure report.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use chrono::{Duration, Utc};
 use common::{open, restore_into, PASSWORD};
 use stowage_backends::fs::FsStore;
 use stowage_backends::source::FsSource;
 use stowage_backends::MemoryKv;
-use stowage_engine::{backup, BackupOptions, Progress, Repository, Snapshot};
+use stowage_engine::{
+    backup, check, prune, BackupOptions, Id, NoProgress, Progress, PruneOptions, Repository,
+    Snapshot, Walk,
+};
 use stowage_fixtures::{generate_links, LinksSpec};
 
 /// Records the most directories the backup held in memory at once.
@@ -45,20 +53,22 @@ const READ_AHEAD: usize = 32;
 /// walk (64), and the walk's own path from the root (the registry is 12 deep).
 const HELD_BOUND: u64 = READ_AHEAD as u64 + 64 + 16;
 
-async fn back_up(repo: &Arc<Repository>, volume: &Path) -> (Snapshot, u64) {
+async fn back_up(repo: &Arc<Repository>, volume: &Path) -> (Id, Snapshot, u64) {
     let watch = Arc::new(Watch::default());
     let opts = BackupOptions {
         read_ahead: READ_AHEAD,
         ..BackupOptions::default()
     };
     let source = Arc::new(FsSource::new(volume).unwrap());
-    let (_, snap) = backup(Arc::clone(repo), source, opts, watch.clone())
+    let (id, snap) = backup(Arc::clone(repo), source, opts, watch.clone())
         .await
         .unwrap();
-    (snap, watch.dirs_held.load(Ordering::Relaxed))
+    (id, snap, watch.dirs_held.load(Ordering::Relaxed))
 }
 
 async fn many_links_round_trip(spec: LinksSpec) {
+    // Read once, before the first sort of this process; every test here sets the same.
+    std::env::set_var("STOWAGE_SORT_MEMORY", "4096");
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FsStore::create(dir.path().join("repo")).unwrap());
     Repository::init(store.as_ref(), PASSWORD, &Default::default())
@@ -72,7 +82,7 @@ async fn many_links_round_trip(spec: LinksSpec) {
     let volume = generate_links(&spec, &volumes).unwrap();
     outside_the_racy_window();
 
-    let (first, held) = back_up(&repo, &volume).await;
+    let (first_id, first, held) = back_up(&repo, &volume).await;
     assert_eq!(first.summary.files, spec.files());
     assert!(
         first.summary.dirs > spec.files(),
@@ -92,12 +102,61 @@ async fn many_links_round_trip(spec: LinksSpec) {
     generate_links(&spec, &volumes).unwrap();
     outside_the_racy_window();
     let pushed = spec.repositories.div_ceil(10);
-    let (second, held) = back_up(&repo, &volume).await;
+    let (_, second, held) = back_up(&repo, &volume).await;
     assert_eq!(second.summary.files, spec.files());
     // Four new links and the moved tag's `current` per push; nothing else read.
     assert_eq!(second.summary.files_read, 5 * pushed);
     assert!(held <= HELD_BOUND, "held {held} directories at once");
     restore_and_compare(&repo, &second, &volume, &dir.path().join("night2")).await;
+
+    // Check visits every distinct tree of both nights once.
+    let report = check(Arc::clone(&repo), false, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let trees = distinct_trees(&repo, &[&first, &second]).await;
+    assert_eq!(report.trees, trees.len());
+
+    // Night 1 forgotten and pruned, every pack with a byte unneeded repacked: what night 2
+    // needs is kept, and only that.
+    stowage_engine::forget::remove(&repo, &[first_id])
+        .await
+        .unwrap();
+    let opts = PruneOptions {
+        grace: Duration::hours(1),
+        repack_unused: 1e-9,
+        ..PruneOptions::default()
+    };
+    let marked = prune(Arc::clone(&repo), &opts, Utc::now(), Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(marked.blobs_repacked > 0, "{marked:?}");
+    let later = Utc::now() + Duration::hours(2);
+    let deleted = prune(Arc::clone(&repo), &opts, later, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(deleted.packs_deleted, marked.packs_marked, "{deleted:?}");
+    assert_eq!(deleted.bytes_pending, 0, "{deleted:?}");
+    let report = check(Arc::clone(&repo), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.trees, distinct_trees(&repo, &[&second]).await.len());
+    restore_and_compare(&repo, &second, &volume, &dir.path().join("pruned")).await;
+}
+
+/// The trees the snapshots reach, found by walking their paths (not by the tree walker
+/// check uses).
+async fn distinct_trees(repo: &Repository, snapshots: &[&Snapshot]) -> HashSet<Id> {
+    let mut trees = HashSet::new();
+    for snap in snapshots {
+        trees.insert(snap.tree);
+        let mut walk = Walk::snapshot(repo, snap).await.unwrap();
+        while let Some((_, node)) = walk.next().await.unwrap() {
+            trees.extend(node.subtree);
+        }
+    }
+    trees
 }
 
 /// Waits until what was just written is older than the racy margin, so that the next
@@ -130,4 +189,49 @@ async fn a_registry_of_10k_link_files_round_trips_exactly_in_bounded_memory() {
 #[ignore = "100,000 files: minutes in a debug build"]
 async fn a_registry_of_100k_link_files_round_trips_exactly_in_bounded_memory() {
     many_links_round_trip(LinksSpec::new(2, 460)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_directory_at_two_depths_is_one_tree_checked_once() {
+    std::env::set_var("STOWAGE_SORT_MEMORY", "4096");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::create(dir.path().join("repo")).unwrap());
+    Repository::init(store.as_ref(), PASSWORD, &Default::default())
+        .await
+        .unwrap();
+    let repo = open(store, PASSWORD, Arc::new(MemoryKv::new()))
+        .await
+        .unwrap();
+    // `layer` at depth 2 and, its files hard-linked (the same inodes and times), at depth 4:
+    // one tree id; so are the empty `_uploads` directories beside them.
+    let volume = dir.path().join("volume");
+    for sub in ["a/layer", "a/_uploads", "b/c/d/_uploads"] {
+        std::fs::create_dir_all(volume.join(sub)).unwrap();
+    }
+    for i in 0..3 {
+        std::fs::write(
+            volume.join(format!("a/layer/link{i}")),
+            format!("sha256:{i}"),
+        )
+        .unwrap();
+    }
+    let copied = std::process::Command::new("cp")
+        .arg("-al")
+        .arg(volume.join("a/layer"))
+        .arg(volume.join("b/c/d/"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    outside_the_racy_window();
+    let (_, snap, _) = back_up(&repo, &volume).await;
+
+    let report = check(Arc::clone(&repo), true, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let trees = distinct_trees(&repo, &[&snap]).await;
+    // The root, volume, a, b, c, d, one `layer` and one empty directory.
+    assert_eq!(trees.len(), 8);
+    assert_eq!(report.trees, trees.len());
+    restore_and_compare(&repo, &snap, &volume, &dir.path().join("out")).await;
 }

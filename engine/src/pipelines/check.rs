@@ -219,7 +219,6 @@ pub async fn check_with(
     report
         .errors
         .extend(damaged.iter().map(DamagedSnapshot::warning));
-    let mut seen_trees = HashSet::new();
     progress.phase("check snapshots", None);
     for (id, snap) in &snapshots {
         let mismatches = snap.summary.digest_mismatches;
@@ -241,33 +240,35 @@ pub async fn check_with(
                 ));
             }
         }
-        let snapshot = id.short();
-        each_tree(&repo, [snap.tree], &mut seen_trees, |tree_id, tree| {
-            let tree = match tree {
-                Ok(tree) => tree,
-                Err(e) => {
-                    unindexed_needed |= matches!(e, Error::MissingBlob(_));
-                    let error = format!("snapshot {snapshot}: tree {tree_id}: {e}");
-                    report.errors.push(error);
-                    return Ok(());
-                }
-            };
-            for node in &tree.nodes {
-                for blob in node.blobs() {
-                    if !repo.index().contains(blob)? {
-                        unindexed_needed = true;
-                        report.errors.push(format!(
-                            "snapshot {snapshot}: {} needs blob {blob}, which is in no index",
-                            node.name.lossy()
-                        ));
-                    }
+    }
+    // Every tree once, named by the first snapshot (in list order) that reaches it.
+    let roots = snapshots.iter().zip(0u32..).map(|((_, s), i)| (s.tree, i));
+    let trees = each_tree(&repo, roots, |snapshot, tree_id, tree| {
+        let snapshot = snapshots[snapshot as usize].0.short();
+        let tree = match tree {
+            Ok(tree) => tree,
+            Err(e) => {
+                unindexed_needed |= matches!(e, Error::MissingBlob(_));
+                let error = format!("snapshot {snapshot}: tree {tree_id}: {e}");
+                report.errors.push(error);
+                return Ok(());
+            }
+        };
+        for node in &tree.nodes {
+            for blob in node.blobs() {
+                if !repo.index().contains(blob)? {
+                    unindexed_needed = true;
+                    report.errors.push(format!(
+                        "snapshot {snapshot}: {} needs blob {blob}, which is in no index",
+                        node.name.lossy()
+                    ));
                 }
             }
-            Ok(())
-        })
-        .await?;
-    }
-    report.trees = seen_trees.len();
+        }
+        Ok(())
+    })
+    .await?;
+    report.trees = trees as usize;
 
     if read_data {
         let to_read = match &subset {

@@ -174,9 +174,9 @@ pub async fn plan(
     // tree may be indexed while its children are not.
     let mut missing = Missing::default();
     for id in crate::repo::reach::reachable(src, plan.snapshots.iter().map(|(_, s)| s)).await? {
-        missing.want(src, dst, id)?;
+        missing.want(src, dst, Id(id?))?;
     }
-    plan.blobs = missing.blobs.len() as u64;
+    plan.blobs = missing.blobs;
     plan.bytes = missing
         .by_pack
         .values()
@@ -191,23 +191,21 @@ pub async fn plan(
 /// The blobs the destination lacks, by the source pack that holds them.
 #[derive(Default)]
 struct Missing {
-    blobs: HashSet<Id>,
+    blobs: u64,
     /// Destination packs holding blobs the destination already has.
     relied: HashSet<Id>,
     by_pack: BTreeMap<Id, Vec<PackEntry>>,
 }
 
 impl Missing {
+    /// Notes blob `id` (each blob once) as needed.
     fn want(&mut self, src: &Repository, dst: &Repository, id: Id) -> Result<()> {
-        if self.blobs.contains(&id) {
-            return Ok(());
-        }
         if let Some(pack) = dst.index().usable(&id)? {
             self.relied.insert(pack);
             return Ok(());
         }
         let loc = src.index().lookup(&id)?.ok_or(Error::MissingBlob(id))?;
-        self.blobs.insert(id);
+        self.blobs += 1;
         self.by_pack.entry(loc.pack).or_default().push(loc.entry);
         Ok(())
     }

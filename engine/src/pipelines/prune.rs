@@ -12,7 +12,7 @@
 //! new packs and their index files first, then the marks, then index files without the
 //! packs to delete, then the packs, then the mark files that were replaced.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,12 +21,13 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::extsort::{sort_memory, Sorted, Sorter};
 use crate::format::id::Id;
-use crate::format::index_file::{encode_index_file, PackList, INDEX_FILE_ENTRIES};
+use crate::format::index_file::{encode_index_file, INDEX_FILE_ENTRIES};
 use crate::format::marks::{Mark, Marks};
-use crate::format::pack::{Pack, PackEntry};
+use crate::format::pack::{Pack, PackEntry, ENTRY_LEN};
 use crate::progress::Progress;
-use crate::repo::index::{self, Location};
+use crate::repo::index::{self, Location, LOCATION};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SnapshotList};
 use crate::runtime;
@@ -88,11 +89,18 @@ pub struct PruneReport {
     pub unused_bytes_kept: u64,
 }
 
-/// Everything the repository holds, read after the snapshots are.
+/// Everything the repository holds, read after the snapshots are. What would grow with the
+/// number of blobs is sorted on disk (see `extsort`); what is kept in memory grows with the
+/// number of packs and index files.
 struct Inventory {
     marks: Marks,
-    /// Index files and what they name.
-    index_files: Vec<(Id, PackList)>,
+    /// Index files and the packs each names.
+    index_files: Vec<(Id, Vec<Id>)>,
+    /// Every indexed pack's blobs (from the first index file naming it), by blob id, copies
+    /// in unmarked packs first (see [`copy_record`]).
+    copies: Sorted<COPY>,
+    /// Indexed packs, in id order.
+    indexed: BTreeSet<Id>,
     /// Packs in the store, with their sizes. Listed after the index files, so a pack an
     /// index file names is either here or gone.
     stored: HashMap<Id, u64>,
@@ -102,36 +110,71 @@ impl Inventory {
     async fn read(repo: &Repository) -> Result<Self> {
         let store = repo.store().as_ref();
         let marks = crate::repo::marks::load(store, repo.keys()).await?;
-        let index_files = futures::stream::iter(index::list_index_files(store).await?)
+        let mut files = futures::stream::iter(index::list_index_files(store).await?)
             .map(|id| async move {
                 Ok::<_, Error>((id, index::read_index_file(store, repo.keys(), id).await?))
             })
-            .buffer_unordered(8)
-            .try_collect()
-            .await?;
+            .buffered(8);
+        let mut index_files = Vec::new();
+        let mut indexed = BTreeSet::new();
+        let mut copies = Sorter::new(sort_memory());
+        while let Some(file) = files.next().await {
+            let (id, packs) = file?;
+            for (pack, entries) in &packs {
+                if indexed.insert(*pack) {
+                    for entry in entries {
+                        copies.push(copy_record(entry, pack, marks.is_marked(pack)))?;
+                    }
+                }
+            }
+            index_files.push((id, packs.into_iter().map(|(pack, _)| pack).collect()));
+        }
         let stored = Pack::list_stored(store).await?;
         Ok(Inventory {
             marks,
             index_files,
+            copies: copies.sorted()?,
+            indexed,
             stored,
         })
     }
+}
 
-    /// Each indexed pack's entries (from the first index file naming it), in pack id order.
-    fn indexed(&self) -> BTreeMap<Id, &[PackEntry]> {
-        let mut packs = BTreeMap::new();
-        for (pack, entries) in self.index_files.iter().flat_map(|(_, packs)| packs) {
-            packs.entry(*pack).or_insert(entries.as_slice());
-        }
-        packs
-    }
+/// A blob's copy in a pack: blob id, 0 for an unmarked pack or 1 for a marked one, pack id,
+/// entry. Sorted, a blob's copies come together, unmarked packs first, then by pack id.
+const COPY: usize = 32 + 1 + 32 + ENTRY_LEN;
+
+fn copy_record(entry: &PackEntry, pack: &Id, marked: bool) -> [u8; COPY] {
+    let mut r = [0; COPY];
+    r[..32].copy_from_slice(&entry.id.0);
+    r[32] = u8::from(marked);
+    r[33..65].copy_from_slice(&pack.0);
+    let mut encoded = Vec::with_capacity(ENTRY_LEN);
+    entry.encode(&mut encoded);
+    r[65..].copy_from_slice(&encoded);
+    r
+}
+
+fn copy_from_record(r: &[u8; COPY]) -> Result<(Id, PackEntry)> {
+    let entry = PackEntry::decode(&r[65..])
+        .ok_or_else(|| Error::Bug("a sorted pack entry does not decode".into()))?;
+    Ok((Id(r[33..65].try_into().expect("32 bytes")), entry))
+}
+
+/// How much of an indexed, stored pack the snapshots need.
+#[derive(Default)]
+struct PackUse {
+    /// Blobs whose kept copy is this pack's.
+    used: u64,
+    used_bytes: u64,
+    unused_bytes: u64,
 }
 
 /// What to do, decided before anything is written.
 #[derive(Default)]
 struct Plan {
-    /// Packs whose needed blobs move to new packs, with those blobs.
-    repack: Vec<(Id, Vec<PackEntry>)>,
+    /// Packs whose needed blobs move to new packs.
+    repack: BTreeSet<Id>,
     /// Marks carried over: pending ones, and those of deleted packs (tombstones).
     marks: Vec<Mark>,
     /// Packs to mark now (repacked packs are marked once their blobs have moved).
@@ -142,54 +185,79 @@ struct Plan {
     report: PruneReport,
 }
 
-/// Each needed blob's home: the stored pack whose copy is kept, unmarked packs first. Fails
-/// when a needed blob is in no stored pack.
+/// Each needed blob's home (the stored pack whose copy is kept, unmarked packs first), merging
+/// the sorted needed ids with the sorted copies: how much of each pack is used, and the kept
+/// copies by pack (a [`Location`] each, sorted by pack). Fails when a needed blob is in no
+/// stored pack.
 fn homes(
-    inventory: &Inventory,
-    indexed: &BTreeMap<Id, &[PackEntry]>,
-    needed: &HashSet<Id>,
-) -> Result<HashMap<Id, Id>> {
-    let mut home: HashMap<Id, Id> = HashMap::new();
-    let candidates = indexed
-        .iter()
-        .filter(|(pack, _)| inventory.stored.contains_key(pack));
-    let (live, doomed): (Vec<_>, Vec<_>) =
-        candidates.partition(|(pack, _)| !inventory.marks.is_marked(pack));
-    for (pack, entries) in live.into_iter().chain(doomed) {
-        for e in entries.iter().filter(|e| needed.contains(&e.id)) {
-            home.entry(e.id).or_insert(*pack);
+    inventory: &mut Inventory,
+    needed: Sorted<32>,
+) -> Result<(HashMap<Id, PackUse>, Sorted<LOCATION>)> {
+    let mut uses: HashMap<Id, PackUse> = HashMap::new();
+    let mut kept = Sorter::new(sort_memory());
+    let mut needed = needed.peekable();
+    let mut last_home: Option<[u8; 32]> = None;
+    let (mut lost, mut first_lost) = (0u64, None);
+    let mut lose = |id: [u8; 32], last_home: &Option<[u8; 32]>| {
+        if last_home.as_ref() != Some(&id) {
+            lost += 1;
+            first_lost.get_or_insert(Id(id));
+        }
+    };
+    for record in &mut inventory.copies {
+        let record = record?;
+        let (pack, entry) = copy_from_record(&record)?;
+        if !inventory.stored.contains_key(&pack) {
+            continue;
+        }
+        let id = entry.id.0;
+        while let Some(next) = needed.next_if(|n| n.as_ref().map_or(true, |n| *n < id)) {
+            lose(next?, &last_home);
+        }
+        let is_needed = matches!(needed.peek(), Some(Ok(n)) if *n == id);
+        let usage = uses.entry(pack).or_default();
+        if is_needed && last_home != Some(id) {
+            last_home = Some(id);
+            usage.used += 1;
+            usage.used_bytes += u64::from(entry.length);
+            let loc = Location { pack, entry };
+            kept.push(loc.encode().try_into().expect("a location's length"))?;
+        } else {
+            usage.unused_bytes += u64::from(entry.length);
         }
     }
-    if let Some(lost) = needed.iter().find(|id| !home.contains_key(id)) {
-        let count = needed.iter().filter(|id| !home.contains_key(id)).count();
+    for next in needed {
+        lose(next?, &last_home);
+    }
+    if let Some(lost_id) = first_lost {
         return Err(Error::corrupt(
             "repository",
             format!(
-                "prune stopped before changing anything: snapshots need {count} blob(s) that are \
-             in no stored pack (e.g. blob {lost}); `stowage check` names the files, and says \
+                "prune stopped before changing anything: snapshots need {lost} blob(s) that are \
+             in no stored pack (e.g. blob {lost_id}); `stowage check` names the files, and says \
              which repair to run (a backup of the same sources, then `stowage repair \
              snapshots`)"
             ),
         ));
     }
-    Ok(home)
+    Ok((uses, kept.sorted()?))
 }
 
 fn plan(
     inventory: &Inventory,
-    needed: &HashSet<Id>,
+    uses: &HashMap<Id, PackUse>,
     opts: &PruneOptions,
     now: DateTime<Utc>,
-) -> Result<Plan> {
+) -> Plan {
     let mut plan = Plan::default();
     let report = &mut plan.report;
-    let indexed = inventory.indexed();
+    let indexed = &inventory.indexed;
     let marked = |pack: &Id| inventory.marks.by_pack.get(pack);
     report.packs = inventory.stored.len();
     report.stored_bytes = inventory.stored.values().sum();
 
-    let home = homes(inventory, &indexed, needed)?;
-    for (pack, entries) in &indexed {
+    let unused = PackUse::default();
+    for pack in indexed {
         let Some(&size) = inventory.stored.get(pack) else {
             report.packs_missing += 1;
             plan.unindex.insert(*pack);
@@ -197,13 +265,11 @@ fn plan(
                 .extend(marked(pack).filter(|m| m.tombstone_kept(now)).copied());
             continue;
         };
-        let (used, unused): (Vec<&PackEntry>, Vec<&PackEntry>) =
-            entries.iter().partition(|e| home.get(&e.id) == Some(pack));
-        let bytes = |es: &[&PackEntry]| es.iter().map(|e| u64::from(e.length)).sum::<u64>();
-        let (used_bytes, unused_bytes) = (bytes(&used), bytes(&unused));
+        let usage = uses.get(pack).unwrap_or(&unused);
+        let (used_bytes, unused_bytes) = (usage.used_bytes, usage.unused_bytes);
         report.needed_bytes += used_bytes;
         match marked(pack) {
-            Some(_) if !used.is_empty() => report.packs_unmarked += 1,
+            Some(_) if usage.used > 0 => report.packs_unmarked += 1,
             Some(mark) if mark.expired(now) => {
                 plan.delete.push(*pack);
                 plan.unindex.insert(*pack);
@@ -212,14 +278,14 @@ fn plan(
                 report.bytes_deleted += size;
             }
             Some(mark) => plan.marks.push(*mark),
-            None if used.is_empty() => plan.mark.push(*pack),
+            None if usage.used == 0 => plan.mark.push(*pack),
             None if unused_bytes > 0
                 && unused_bytes as f64
                     >= opts.repack_unused * (used_bytes + unused_bytes) as f64 =>
             {
-                plan.repack
-                    .push((*pack, used.into_iter().copied().collect()));
+                plan.repack.insert(*pack);
                 report.bytes_repacked += used_bytes;
+                report.blobs_repacked += usage.used;
             }
             None => report.unused_bytes_kept += unused_bytes,
         }
@@ -228,7 +294,7 @@ fn plan(
     // Packs no index file names: left by a killed run, or still being written by a running
     // one. Marked first, so a run still under way has the grace period to index them.
     for (pack, &size) in &inventory.stored {
-        if indexed.contains_key(pack) {
+        if indexed.contains(pack) {
             continue;
         }
         report.packs_unindexed += 1;
@@ -247,17 +313,16 @@ fn plan(
     plan.marks
         .extend(inventory.marks.by_pack.values().filter(|m| {
             !inventory.stored.contains_key(&m.pack)
-                && !indexed.contains_key(&m.pack)
+                && !indexed.contains(&m.pack)
                 && m.tombstone_kept(now)
         }));
 
     report.packs_deleted = plan.delete.len();
     report.packs_repacked = plan.repack.len();
     report.packs_marked = plan.mark.len() + plan.repack.len();
-    report.blobs_repacked = plan.repack.iter().map(|(_, e)| e.len() as u64).sum();
     // Stored packs marked once this prune is done.
     let deleted: HashSet<&Id> = plan.delete.iter().collect();
-    let newly = plan.mark.iter().chain(plan.repack.iter().map(|(p, _)| p));
+    let newly = plan.mark.iter().chain(&plan.repack);
     let pending: Vec<Mark> = plan
         .marks
         .iter()
@@ -271,7 +336,7 @@ fn plan(
         .filter_map(|m| inventory.stored.get(&m.pack))
         .sum();
     report.next_deletion = pending.iter().map(Mark::delete_after).min();
-    Ok(plan)
+    plan
 }
 
 /// Removes what no snapshot needs, as far as the grace period allows. `now` decides which
@@ -341,8 +406,9 @@ pub async fn prune(
             )
         })?;
     progress.phase("prune: inventory", None);
-    let inventory = Inventory::read(&repo).await?;
-    let mut plan = plan(&inventory, &needed, opts, now)?;
+    let mut inventory = Inventory::read(&repo).await?;
+    let (uses, kept) = homes(&mut inventory, needed)?;
+    let mut plan = plan(&inventory, &uses, opts, now);
     plan.report.snapshots = snapshots.len();
     plan.report.dry_run = opts.dry_run;
     if opts.dry_run {
@@ -350,10 +416,10 @@ pub async fn prune(
     }
 
     progress.phase("prune: repack", Some(plan.report.bytes_repacked));
-    plan.report.packs_new = repack(&repo, &plan.repack, opts.pack_size, &progress).await?;
+    plan.report.packs_new = repack(&repo, &plan.repack, kept, opts.pack_size, &progress).await?;
     // Dated when written: the grace period starts when backups can see the mark.
     let marked_at = now + Duration::from_std(started.elapsed()).unwrap_or_default();
-    let newly = plan.mark.iter().chain(plan.repack.iter().map(|(p, _)| p));
+    let newly = plan.mark.iter().chain(&plan.repack);
     let new_marks: Vec<Mark> = newly
         .map(|pack| Mark::new(*pack, marked_at, opts.grace))
         .collect();
@@ -381,11 +447,13 @@ pub async fn prune(
     Ok(plan.report)
 }
 
-/// Moves the listed blobs of each pack into new packs (verified on the way, stored sealed as
-/// they are); returns how many packs were written. They are indexed when this returns.
+/// Moves the kept blobs of each pack in `packs` into new packs (verified on the way, stored
+/// sealed as they are); `kept` is every kept copy, by pack. Returns how many packs were
+/// written. They are indexed when this returns.
 async fn repack(
     repo: &Arc<Repository>,
-    packs: &[(Id, Vec<PackEntry>)],
+    packs: &BTreeSet<Id>,
+    kept: Sorted<LOCATION>,
     pack_size: usize,
     progress: &Arc<dyn Progress>,
 ) -> Result<u64> {
@@ -393,15 +461,22 @@ async fn repack(
         return Ok(0);
     }
     let packer = Packer::start_repacking(Arc::clone(repo), pack_size);
-    for (pack, entries) in packs {
+    // One pack's kept entries at a time, in pack order.
+    let mut kept = kept.peekable();
+    for &pack in packs {
+        let mut entries = Vec::new();
+        while let Some(record) =
+            kept.next_if(|r| r.as_ref().map_or(true, |r| r[..32] <= pack.0[..]))
+        {
+            let loc = Location::decode(&record?)
+                .ok_or_else(|| Error::Bug("a sorted location does not decode".into()))?;
+            if loc.pack == pack {
+                entries.push(loc.entry);
+            }
+        }
         let moved: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-        let bytes = repo.store().get(&Pack::key(pack)).await?;
-        let (repo2, packer2, pack, entries) = (
-            Arc::clone(repo),
-            Arc::clone(&packer),
-            *pack,
-            entries.clone(),
-        );
+        let bytes = repo.store().get(&Pack::key(&pack)).await?;
+        let (repo2, packer2) = (Arc::clone(repo), Arc::clone(&packer));
         let full = runtime::blocking("the repack worker", move || {
             let mut full = Vec::new();
             for entry in entries {
@@ -432,38 +507,38 @@ async fn repack(
 }
 
 /// Replaces every index file naming a pack in `unindex` by index files without those packs;
-/// returns how many were replaced. The new files are written before the old are deleted.
+/// returns how many were replaced. The affected files are read again one at a time; the new
+/// files are written before the old are deleted.
 async fn rewrite_index_files(
     repo: &Repository,
-    files: &[(Id, PackList)],
+    files: &[(Id, Vec<Id>)],
     unindex: &HashSet<Id>,
 ) -> Result<usize> {
-    let affected: Vec<&(Id, PackList)> = files
+    let affected: Vec<Id> = files
         .iter()
-        .filter(|(_, packs)| packs.iter().any(|(p, _)| unindex.contains(p)))
-        .collect();
-    let kept: Vec<&(Id, Vec<PackEntry>)> = affected
-        .iter()
-        .flat_map(|(_, packs)| packs)
-        .filter(|(p, _)| !unindex.contains(p))
+        .filter(|(_, packs)| packs.iter().any(|p| unindex.contains(p)))
+        .map(|(file, _)| *file)
         .collect();
     let mut batch: Vec<(Id, Vec<PackEntry>)> = Vec::new();
     let mut blobs = 0;
-    for (pack, entries) in kept {
-        if blobs + entries.len() > INDEX_FILE_ENTRIES && !batch.is_empty() {
-            repo.save_sealed("index", &encode_index_file(&batch))
-                .await?;
-            batch.clear();
-            blobs = 0;
+    for file in &affected {
+        let packs = index::read_index_file(repo.store().as_ref(), repo.keys(), *file).await?;
+        for (pack, entries) in packs.into_iter().filter(|(p, _)| !unindex.contains(p)) {
+            if blobs + entries.len() > INDEX_FILE_ENTRIES && !batch.is_empty() {
+                repo.save_sealed("index", &encode_index_file(&batch))
+                    .await?;
+                batch.clear();
+                blobs = 0;
+            }
+            blobs += entries.len();
+            batch.push((pack, entries));
         }
-        blobs += entries.len();
-        batch.push((*pack, entries.clone()));
     }
     if !batch.is_empty() {
         repo.save_sealed("index", &encode_index_file(&batch))
             .await?;
     }
-    for (file, _) in &affected {
+    for file in &affected {
         repo.store().delete(&format!("index/{file}")).await?;
     }
     Ok(affected.len())

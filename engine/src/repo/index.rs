@@ -54,15 +54,18 @@ pub struct Location {
     pub entry: PackEntry,
 }
 
+/// A [`Location`]'s encoded length.
+pub(crate) const LOCATION: usize = 32 + ENTRY_LEN;
+
 impl Location {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + ENTRY_LEN);
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(LOCATION);
         out.extend_from_slice(&self.pack.0);
         self.entry.encode(&mut out);
         out
     }
 
-    fn decode(b: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         if b.len() != 32 + ENTRY_LEN {
             return None;
         }

@@ -338,6 +338,11 @@ impl Repository {
     /// Loads a tree as [`load_tree`](Self::load_tree) does; also returns the pack it is in.
     pub async fn load_tree_and_pack(&self, id: &Id) -> Result<(Tree, Id)> {
         let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        Ok((self.load_tree_at(id, &loc).await?, loc.pack))
+    }
+
+    /// Loads the tree `id` from where the index said it is.
+    pub(crate) async fn load_tree_at(&self, id: &Id, loc: &Location) -> Result<Tree> {
         let range = loc.entry.range();
         let key = Pack::key(&loc.pack);
         let window = window_for(&range);
@@ -360,10 +365,9 @@ impl Repository {
                 format!("tree {id} is cut short (pack truncated)"),
             ));
         }
-        let bytes = self.decode_blob(id, &loc, &sealed)?;
-        let tree = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))?;
-        Ok((tree, loc.pack))
+        let bytes = self.decode_blob(id, loc, &sealed)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }
 
     /// Seals `value` as JSON and stores it under `<dir>/<id>`, id = hash of the sealed bytes.

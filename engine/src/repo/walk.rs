@@ -13,7 +13,7 @@
 //! and diff walks two snapshots side by side; both are shaped by what they do.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -23,9 +23,12 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Joined, Result};
+use crate::extsort::{sort_memory, Run, RunWriter, Sorter};
 use crate::format::id::Id;
+use crate::format::pack::{PackEntry, ENTRY_LEN};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
+use crate::repo::index::Location;
 use crate::repo::Repository;
 
 /// Trees [`each_tree`] loads at once.
@@ -199,39 +202,133 @@ impl<'r> Walk<'r> {
     }
 }
 
-/// Calls `visit` with every tree reached from `roots` that is not in `seen` yet: its id and
-/// the tree, or why it could not be read. Loads [`TREE_LOADS`] at once, depth first; the subtrees of
-/// each tree read are visited too, and every tree visited is added to `seen`. An error from
-/// `visit` ends the walk.
+/// Calls `visit` once with every distinct tree reached from `roots`: the tag of a root that
+/// reaches it (the least, when several do), its id, and the tree or why it could not be read.
+/// Returns how many trees were visited. An error from `visit` ends the walk.
+///
+/// Memory stays bounded whatever the number of trees: the walk goes level by level, each
+/// level's new trees found by merging the sorted ids of the level with the sorted ids
+/// visited before (both spill to temporary files past `extsort::sort_memory`, see `extsort`), and
+/// loaded in the order they lie in their packs, [`TREE_LOADS`] at once, so each pack window
+/// is read once.
 pub(crate) async fn each_tree(
     repo: &Repository,
-    roots: impl IntoIterator<Item = Id>,
-    seen: &mut HashSet<Id>,
-    mut visit: impl FnMut(Id, Result<Tree>) -> Result<()>,
-) -> Result<()> {
-    // Depth first, [`TREE_LOADS`] neighbours at a time: trees are stored as the backup
-    // finished their directories, so neighbours in the walk are neighbours in the pack and
-    // the reads stay within the few pack windows kept (breadth first, a tree of half a
-    // million directories read each window many times over).
-    let mut pending: Vec<Id> = roots.into_iter().filter(|id| seen.insert(*id)).collect();
-    pending.reverse();
-    while !pending.is_empty() {
-        let batch = pending.split_off(pending.len().saturating_sub(TREE_LOADS));
-        let mut loads = futures::stream::iter(batch.into_iter().rev())
-            .map(|id| async move { (id, repo.load_tree(&id).await) })
-            .buffered(TREE_LOADS);
-        let mut found = Vec::new();
-        while let Some((id, tree)) = loads.next().await {
-            if let Ok(tree) = &tree {
-                let subtrees = tree.nodes.iter().filter_map(|n| n.subtree);
-                found.extend(subtrees.filter(|sub| seen.insert(*sub)));
-            }
-            visit(id, tree)?;
-        }
-        // The first found on top, to be loaded next.
-        pending.extend(found.into_iter().rev());
+    roots: impl IntoIterator<Item = (Id, u32)>,
+    mut visit: impl FnMut(u32, Id, Result<Tree>) -> Result<()>,
+) -> Result<u64> {
+    let mut level = Sorter::<TAGGED>::new(sort_memory());
+    for (id, tag) in roots {
+        level.push(tagged(&id, tag))?;
     }
-    Ok(())
+    let mut visited = Run::<32>::write(std::iter::empty(), sort_memory())?;
+    let mut trees = 0;
+    loop {
+        // The level's trees not visited before, by where they are stored; the visited set
+        // grows by them.
+        let mut by_place = Sorter::<PLACED>::new(sort_memory());
+        let mut fresh = 0;
+        let mut before = visited.reader()?.peekable();
+        let mut merged = Vec::new();
+        let mut last: Option<Id> = None;
+        let mut next_visited = RunWriter::<32>::new(sort_memory());
+        for record in level.sorted()? {
+            let (id, tag) = untagged(&record?);
+            if last == Some(id) {
+                continue; // the same tree from a root with a greater tag
+            }
+            last = Some(id);
+            let mut seen = false;
+            while let Some(old) = before.next_if(|old| old.as_ref().map_or(true, |o| *o <= id.0)) {
+                let old = old?;
+                seen |= old == id.0;
+                next_visited.push(old)?;
+            }
+            if seen {
+                continue;
+            }
+            next_visited.push(id.0)?;
+            fresh += 1;
+            match repo.index().lookup(&id)? {
+                Some(loc) => by_place.push(placed(&loc, tag))?,
+                None => merged.push((tag, id)),
+            }
+        }
+        for old in before {
+            next_visited.push(old?)?;
+        }
+        visited = next_visited.finish()?;
+        if fresh == 0 {
+            return Ok(trees);
+        }
+        trees += fresh;
+        for (tag, id) in merged {
+            visit(tag, id, Err(Error::MissingBlob(id)))?;
+        }
+
+        let mut next = Sorter::<TAGGED>::new(sort_memory());
+        let mut loads = futures::stream::iter(by_place.sorted()?)
+            .map(|record| async move {
+                let (loc, tag) = unplaced(&record?)?;
+                let id = loc.entry.id;
+                Ok::<_, Error>((tag, id, repo.load_tree_at(&id, &loc).await))
+            })
+            .buffered(TREE_LOADS);
+        while let Some(loaded) = loads.next().await {
+            let (tag, id, tree) = loaded?;
+            if let Ok(tree) = &tree {
+                for sub in tree.nodes.iter().filter_map(|n| n.subtree) {
+                    next.push(tagged(&sub, tag))?;
+                }
+            }
+            visit(tag, id, tree)?;
+        }
+        level = next;
+    }
+}
+
+/// A tree id and the tag of the root that reached it: sorted by id, then tag.
+const TAGGED: usize = 36;
+
+fn tagged(id: &Id, tag: u32) -> [u8; TAGGED] {
+    let mut r = [0; TAGGED];
+    r[..32].copy_from_slice(&id.0);
+    r[32..].copy_from_slice(&tag.to_be_bytes());
+    r
+}
+
+fn untagged(r: &[u8; TAGGED]) -> (Id, u32) {
+    let (id, tag) = r.split_at(32);
+    (
+        Id(id.try_into().expect("32 bytes")),
+        u32::from_be_bytes(tag.try_into().expect("4 bytes")),
+    )
+}
+
+/// A tree's location and tag: sorted by pack, then offset in it.
+const PLACED: usize = 32 + 4 + 4 + ENTRY_LEN;
+
+fn placed(loc: &Location, tag: u32) -> [u8; PLACED] {
+    let mut r = [0; PLACED];
+    r[..32].copy_from_slice(&loc.pack.0);
+    r[32..36].copy_from_slice(&loc.entry.offset.to_be_bytes());
+    r[36..40].copy_from_slice(&tag.to_be_bytes());
+    let mut entry = Vec::with_capacity(ENTRY_LEN);
+    loc.entry.encode(&mut entry);
+    r[40..].copy_from_slice(&entry);
+    r
+}
+
+fn unplaced(r: &[u8; PLACED]) -> Result<(Location, u32)> {
+    let entry = PackEntry::decode(&r[40..])
+        .ok_or_else(|| Error::Bug("a sorted tree location does not decode".into()))?;
+    let loc = Location {
+        pack: Id(r[..32].try_into().expect("32 bytes")),
+        entry,
+    };
+    Ok((
+        loc,
+        u32::from_be_bytes(r[36..40].try_into().expect("4 bytes")),
+    ))
 }
 
 /// The single node of a snapshot's root tree (FORMAT.md, "Snapshots"): the backed-up
