@@ -245,7 +245,7 @@ fn limit_heap_growth() {
     // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-        libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -63,7 +63,7 @@ impl RocksKv {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         // A cache of fixed-size records: small memtables keep the footprint flat.
-        opts.set_write_buffer_size(8 << 20);
+        opts.set_write_buffer_size(4 << 20);
         opts.set_max_write_buffer_number(2);
         opts.set_keep_log_file_num(2);
         // Lookups are point gets, most of them for blobs not stored yet: a Bloom filter per
@@ -82,7 +82,7 @@ impl RocksKv {
         table.set_pin_top_level_index_and_filter(true);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-        table.set_block_cache(&Cache::new_lru_cache(16 << 20));
+        table.set_block_cache(&Cache::new_lru_cache(8 << 20));
         opts.set_block_based_table_factory(&table);
         let db =
             DB::open(&opts, dir).map_err(|e| KvError(format!("opening {}: {e}", dir.display())))?;

@@ -110,11 +110,12 @@ impl Inventory {
     async fn read(repo: &Repository) -> Result<Self> {
         let store = repo.store().as_ref();
         let marks = crate::repo::marks::load(store, repo.keys()).await?;
+        // Two at a time: each holds up to 50,000 entries decoded (a few MiB).
         let mut files = futures::stream::iter(index::list_index_files(store).await?)
             .map(|id| async move {
                 Ok::<_, Error>((id, index::read_index_file(store, repo.keys(), id).await?))
             })
-            .buffered(8);
+            .buffered(2);
         let mut index_files = Vec::new();
         let mut indexed = BTreeSet::new();
         let mut copies = Sorter::new(sort_memory());

@@ -18,7 +18,7 @@ use crate::format::id::Id;
 /// Windows start at multiples of this and span at least this much.
 pub const WINDOW: u64 = 2 << 20;
 /// Windows kept (bounding the memory to about this many times [`WINDOW`]).
-const KEPT: usize = 8;
+const KEPT: usize = 4;
 
 /// A window's bytes, read once by whoever asks first.
 pub type Cell = Arc<OnceCell<Bytes>>;
@@ -31,7 +31,7 @@ pub struct PackWindows {
 }
 
 /// Window reads under way at once.
-const READS: usize = 4;
+const READS: usize = 2;
 
 impl Default for PackWindows {
     fn default() -> Self {
