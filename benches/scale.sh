@@ -91,11 +91,20 @@ row() {
       stowage/check) cell "$tool" "$stowage" check --quiet ;;
       restic/check) cell "$tool" restic check -q ;;
       borg/check) cell "$tool" borg check ;;
-      stowage/restore) cell "$tool" "$stowage" restore latest --target "$work/restore" --quiet ;;
-      restic/restore) cell "$tool" restic restore -q latest --target "$work/restore-restic" ;;
+      # Each restore is removed once timed (stowage's once compared), so the disk holds the
+      # volume and one copy of it at most.
+      stowage/restore)
+        cell "$tool" "$stowage" restore latest --target "$work/restore" --quiet
+        diff -r "$volume" "$work/restore/$(basename "$volume")" >/dev/null || {
+          echo "stowage's restore differs from the volume" >&2; exit 1; }
+        rm -rf "$work/restore" ;;
+      restic/restore)
+        cell "$tool" restic restore -q latest --target "$work/restore-restic"
+        rm -rf "$work/restore-restic" ;;
       borg/restore)
         mkdir -p "$work/restore-borg"
-        cell "$tool" sh -c "cd '$work/restore-borg' && borg extract \"::\$(borg list --last 1 --short)\"" ;;
+        cell "$tool" sh -c "cd '$work/restore-borg' && borg extract \"::\$(borg list --last 1 --short)\""
+        rm -rf "$work/restore-borg" ;;
       stowage/ls) cell "$tool" "$stowage" ls latest ;;
       restic/ls) cell "$tool" restic ls latest ;;
       borg/ls) cell "$tool" sh -c 'borg list "::$(borg list --last 1 --short)"' ;;
@@ -128,8 +137,6 @@ row "check"
 row "ls"
 row "diff"
 row "restore"
-diff -r "$volume" "$work/restore/$(basename "$volume")" >/dev/null || {
-  echo "stowage's restore differs from the volume" >&2; exit 1; }
 row "forget"
 row "prune"
 rm -rf "$work"/restore "$work"/restore-*
