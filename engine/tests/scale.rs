@@ -137,6 +137,23 @@ async fn many_links_round_trip(spec: LinksSpec) {
         .unwrap();
     assert_eq!(deleted.packs_deleted, marked.packs_marked, "{deleted:?}");
     assert_eq!(deleted.bytes_pending, 0, "{deleted:?}");
+    // Nothing is left to do: every blob stored is needed.
+    let again = PruneOptions {
+        dry_run: true,
+        ..opts
+    };
+    let left = prune(Arc::clone(&repo), &again, later, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            left.packs_marked,
+            left.packs_repacked,
+            left.unused_bytes_kept
+        ),
+        (0, 0, 0),
+        "{left:?}"
+    );
     let report = check(Arc::clone(&repo), true, Arc::new(NoProgress))
         .await
         .unwrap();
@@ -215,6 +232,13 @@ async fn the_same_directory_at_two_depths_is_one_tree_checked_once() {
         )
         .unwrap();
     }
+    // 150 distinct directories before depth 4: more visited ids than the 4 KiB budget holds
+    // (128), so the set the copy at depth 4 is found in is on disk.
+    for i in 0..150 {
+        let one = volume.join(format!("a/many/{i:03}"));
+        std::fs::create_dir_all(&one).unwrap();
+        std::fs::write(one.join("link"), format!("sha256:{i}")).unwrap();
+    }
     let copied = std::process::Command::new("cp")
         .arg("-al")
         .arg(volume.join("a/layer"))
@@ -230,8 +254,8 @@ async fn the_same_directory_at_two_depths_is_one_tree_checked_once() {
         .unwrap();
     assert!(report.is_ok(), "{report:?}");
     let trees = distinct_trees(&repo, &[&snap]).await;
-    // The root, volume, a, b, c, d, one `layer` and one empty directory.
-    assert_eq!(trees.len(), 8);
+    // The root, volume, a, b, c, d, one `layer`, one empty directory, `many` and its 150.
+    assert_eq!(trees.len(), 8 + 1 + 150);
     assert_eq!(report.trees, trees.len());
     restore_and_compare(&repo, &snap, &volume, &dir.path().join("out")).await;
 }

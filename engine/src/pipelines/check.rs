@@ -9,6 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::extsort::{sort_memory, Sorted, Sorter};
 use crate::format::id::Id;
 use crate::format::pack::{verified_header, Pack};
 use crate::format::tree::NodeKind;
@@ -178,8 +179,9 @@ pub async fn check_with(
     }
 
     // The index may only name packs that exist.
-    // Each pack's blobs are kept only for the packs in doubt, or for all when packs are
-    // read against them: the packs holding a blob's location are enough otherwise.
+    // Each pack's blobs are kept in memory only for the packs in doubt; those of the packs
+    // read whole are sorted by pack (see `extsort`) and taken one pack at a time. The packs
+    // holding a blob's location are enough otherwise.
     let named = repo.index().packs()?;
     let gone: HashSet<Id> = named
         .iter()
@@ -188,12 +190,18 @@ pub async fn check_with(
         .collect();
     let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut located: HashSet<Id> = HashSet::new();
+    let mut by_pack = read_data.then(|| Sorter::<64>::new(sort_memory()));
+    let mut sorting = Ok(());
     repo.index().for_each(&mut |blob, loc| {
         located.insert(loc.pack);
-        if read_data || gone.contains(&loc.pack) || suspect.contains_key(&loc.pack) {
+        if gone.contains(&loc.pack) || suspect.contains_key(&loc.pack) {
             blobs_by_pack.entry(loc.pack).or_default().push(blob);
         }
+        if let (Some(sorter), Ok(())) = (&mut by_pack, &sorting) {
+            sorting = sorter.push(pack_blob(&loc.pack, &blob));
+        }
     })?;
+    sorting?;
     for pack in &gone {
         match located.contains(pack) {
             true => {
@@ -241,7 +249,7 @@ pub async fn check_with(
             }
         }
     }
-    // Every tree once, named by the first snapshot (in list order) that reaches it.
+    // Every tree once, named by a snapshot that reaches it (see `each_tree` for which).
     let roots = snapshots.iter().zip(0u32..).map(|((_, s), i)| (s.tree, i));
     let trees = each_tree(&repo, roots, |snapshot, tree_id, tree| {
         let snapshot = snapshots[snapshot as usize].0.short();
@@ -277,14 +285,18 @@ pub async fn check_with(
         };
         let total = to_read.values().sum();
         progress.phase("read data", Some(total));
-        let damaged = read_all_packs(
-            &repo,
-            &to_read,
-            &blobs_by_pack,
-            progress.as_ref(),
-            &mut report,
-        )
-        .await?;
+        let indexed = by_pack.map_or(Ok(Sorted::Memory(Vec::new().into_iter())), Sorter::sorted)?;
+        let damaged =
+            read_all_packs(&repo, &to_read, indexed, progress.as_ref(), &mut report).await?;
+        // The blobs of the packs found damaged, for naming the files they break.
+        if !damaged.is_empty() {
+            let known: HashSet<Id> = blobs_by_pack.keys().copied().collect();
+            repo.index().for_each(&mut |blob, loc| {
+                if damaged.contains_key(&loc.pack) && !known.contains(&loc.pack) {
+                    blobs_by_pack.entry(loc.pack).or_default().push(blob);
+                }
+            })?;
+        }
         for (pack, reason) in damaged {
             suspect
                 .entry(pack)
@@ -333,24 +345,30 @@ fn repairs(report: &CheckReport, index_damaged: bool, unindexed_needed: bool) ->
 async fn read_all_packs(
     repo: &Arc<Repository>,
     packs: &HashMap<Id, u64>,
-    blobs_by_pack: &HashMap<Id, Vec<Id>>,
+    indexed: Sorted<64>,
     progress: &dyn Progress,
     report: &mut CheckReport,
 ) -> Result<BTreeMap<Id, String>> {
-    let results: Vec<(Id, usize, Option<String>)> = futures::stream::iter(packs.iter())
+    // In pack id order, each pack's indexed blobs taken from the sorted (pack, blob) records.
+    let mut order: Vec<(Id, u64)> = packs.iter().map(|(p, size)| (*p, *size)).collect();
+    order.sort_unstable();
+    let mut indexed = indexed.peekable();
+    let results: Vec<(Id, usize, Option<String>)> = futures::stream::iter(order)
         .map(|(pack, size)| {
+            let mut blobs = HashSet::new();
+            while let Some(record) =
+                indexed.next_if(|r| r.as_ref().map_or(true, |r| r[..32] <= pack.0[..]))
+            {
+                let (of, blob) = pack_blob_from(&record?);
+                if of == pack {
+                    blobs.insert(blob);
+                }
+            }
             let repo = Arc::clone(repo);
-            let (pack, size) = (*pack, *size);
-            let indexed: HashSet<Id> = blobs_by_pack
-                .get(&pack)
-                .into_iter()
-                .flatten()
-                .copied()
-                .collect();
-            async move {
+            Ok::<_, Error>(async move {
                 let bytes = repo.store().get(&Pack::key(&pack)).await?;
                 let verdict = runtime::blocking("a pack verifier", move || {
-                    verify_pack(&repo, &pack, &bytes, &indexed)
+                    verify_pack(&repo, &pack, &bytes, &blobs)
                 })
                 .await?;
                 progress.advance(size);
@@ -358,9 +376,9 @@ async fn read_all_packs(
                     Ok(blobs) => (pack, blobs, None),
                     Err(reason) => (pack, 0, Some(reason)),
                 })
-            }
+            })
         })
-        .buffer_unordered(4)
+        .try_buffer_unordered(4)
         .try_collect()
         .await?;
     let mut damaged = BTreeMap::new();
@@ -372,6 +390,22 @@ async fn read_all_packs(
         }
     }
     Ok(damaged)
+}
+
+/// A blob of a pack, as a record that sorts by pack.
+fn pack_blob(pack: &Id, blob: &Id) -> [u8; 64] {
+    let mut r = [0; 64];
+    r[..32].copy_from_slice(&pack.0);
+    r[32..].copy_from_slice(&blob.0);
+    r
+}
+
+fn pack_blob_from(r: &[u8; 64]) -> (Id, Id) {
+    let (pack, blob) = r.split_at(32);
+    (
+        Id(pack.try_into().expect("32 bytes")),
+        Id(blob.try_into().expect("32 bytes")),
+    )
 }
 
 /// Checks a pack's id, header, and every blob; returns the number of blobs or what is wrong.

@@ -6,7 +6,7 @@
 //! A copy that stops midway is finished by running it again: the packer indexes packs as
 //! they land, so the next run finds those blobs in the destination and reads only the rest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -14,11 +14,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::extsort::{sort_memory, Sorted, Sorter};
 use crate::format::id::Id;
 use crate::format::pack::{Pack, PackEntry};
 use crate::format::snapshot::Snapshot;
 use crate::progress::Progress;
-use crate::repo::index::Location;
+use crate::repo::index::{placed, unplaced, Location, PLACED};
 use crate::repo::packer::Packer;
 use crate::repo::Repository;
 use crate::runtime;
@@ -69,9 +70,25 @@ pub struct CopyPlan {
     pub blobs: u64,
     /// Their sealed bytes, as read from the source.
     pub bytes: u64,
-    reads: Vec<PackRead>,
+    /// The blobs to read, by place in the source (see `extsort`).
+    reads: Reads,
     /// Destination packs holding the blobs it already has.
     relied: HashSet<Id>,
+}
+
+/// The source locations of the blobs to copy, sorted by pack and offset.
+struct Reads(Sorted<PLACED>);
+
+impl Default for Reads {
+    fn default() -> Self {
+        Reads(Sorted::Memory(Vec::new().into_iter()))
+    }
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reads(..)")
+    }
 }
 
 /// One ranged read of a source pack and the needed blobs in it.
@@ -111,8 +128,10 @@ pub async fn copy_with(
     };
     progress.phase("copy", Some(plan.bytes));
     let packer = Packer::start(Arc::clone(&dst), opts.pack_size);
-    futures::stream::iter(plan.reads)
-        .map(|read| transfer(Arc::clone(&src), Arc::clone(&packer), read, &progress))
+    futures::stream::iter(GroupReads::new(plan.reads.0.map(|r| Ok(unplaced(&r?)?.0))))
+        .map(|read| async {
+            transfer(Arc::clone(&src), Arc::clone(&packer), read?, &progress).await
+        })
         .buffer_unordered(opts.reads.max(1))
         .try_collect::<()>()
         .await?;
@@ -177,24 +196,31 @@ pub async fn plan(
         missing.want(src, dst, Id(id?))?;
     }
     plan.blobs = missing.blobs;
-    plan.bytes = missing
-        .by_pack
-        .values()
-        .flatten()
-        .map(|e| u64::from(e.length))
-        .sum();
-    plan.reads = group_reads(missing.by_pack);
+    plan.bytes = missing.bytes;
+    plan.reads = Reads(missing.wanted.sorted()?);
     plan.relied = missing.relied;
     Ok(plan)
 }
 
-/// The blobs the destination lacks, by the source pack that holds them.
-#[derive(Default)]
+/// The blobs the destination lacks, by where the source holds them.
 struct Missing {
     blobs: u64,
+    /// Their sealed bytes.
+    bytes: u64,
     /// Destination packs holding blobs the destination already has.
     relied: HashSet<Id>,
-    by_pack: BTreeMap<Id, Vec<PackEntry>>,
+    wanted: Sorter<PLACED>,
+}
+
+impl Default for Missing {
+    fn default() -> Self {
+        Missing {
+            blobs: 0,
+            bytes: 0,
+            relied: HashSet::new(),
+            wanted: Sorter::new(sort_memory()),
+        }
+    }
 }
 
 impl Missing {
@@ -206,38 +232,52 @@ impl Missing {
         }
         let loc = src.index().lookup(&id)?.ok_or(Error::MissingBlob(id))?;
         self.blobs += 1;
-        self.by_pack.entry(loc.pack).or_default().push(loc.entry);
-        Ok(())
+        self.bytes += u64::from(loc.entry.length);
+        self.wanted.push(placed(&loc, 0))
     }
 }
 
-/// Splits each pack's needed blobs into reads: neighbours closer than [`MAX_GAP`] share a
-/// read, up to [`MAX_READ`] bytes.
-fn group_reads(by_pack: BTreeMap<Id, Vec<PackEntry>>) -> Vec<PackRead> {
-    let mut reads = Vec::new();
-    for (pack, mut entries) in by_pack {
-        entries.sort_by_key(|e| e.offset);
-        let mut current: Option<PackRead> = None;
-        for entry in entries {
-            let range = entry.range();
-            match current.as_mut() {
-                Some(read)
-                    if range.start.saturating_sub(read.range.end) <= MAX_GAP
-                        && range.end.saturating_sub(read.range.start) <= MAX_READ =>
-                {
-                    read.range.end = read.range.end.max(range.end);
-                    read.entries.push(entry);
-                }
-                _ => reads.extend(current.replace(PackRead {
-                    pack,
-                    range,
-                    entries: vec![entry],
-                })),
-            }
+/// Splits blobs sorted by pack and offset into reads: neighbours in a pack closer than
+/// [`MAX_GAP`] share a read, up to [`MAX_READ`] bytes.
+struct GroupReads<I: Iterator> {
+    blobs: std::iter::Peekable<I>,
+}
+
+impl<I: Iterator<Item = Result<Location>>> GroupReads<I> {
+    fn new(blobs: I) -> Self {
+        GroupReads {
+            blobs: blobs.peekable(),
         }
-        reads.extend(current);
     }
-    reads
+}
+
+impl<I: Iterator<Item = Result<Location>>> Iterator for GroupReads<I> {
+    type Item = Result<PackRead>;
+
+    fn next(&mut self) -> Option<Result<PackRead>> {
+        let first = match self.blobs.next()? {
+            Ok(first) => first,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut read = PackRead {
+            pack: first.pack,
+            range: first.entry.range(),
+            entries: vec![first.entry],
+        };
+        while let Some(Ok(next)) = self.blobs.peek() {
+            let range = next.entry.range();
+            let near = next.pack == read.pack
+                && range.start.saturating_sub(read.range.end) <= MAX_GAP
+                && range.end.saturating_sub(read.range.start) <= MAX_READ;
+            if !near {
+                break;
+            }
+            read.range.end = read.range.end.max(range.end);
+            read.entries.push(next.entry);
+            self.blobs.next();
+        }
+        Some(Ok(read))
+    }
 }
 
 /// Reads one range of a source pack, verifies every needed blob in it and hands the sealed
@@ -314,7 +354,12 @@ mod tests {
             entry(1000 + 500, 2000),        // a small gap: read over
             entry(3 * mib + 200, 16 * mib), // near, but the read would pass MAX_READ
         ];
-        let reads = group_reads(BTreeMap::from([(pack, entries)]));
+        let mut entries = entries;
+        entries.sort_by_key(|e| e.offset);
+        let blobs = entries
+            .into_iter()
+            .map(|entry| Ok(Location { pack, entry }));
+        let reads = GroupReads::new(blobs).collect::<Result<Vec<_>>>().unwrap();
         let ranges: Vec<_> = reads.iter().map(|r| r.range.clone()).collect();
         let m = u64::from(mib);
         assert_eq!(

@@ -27,7 +27,7 @@ use crate::format::index_file::{encode_index_file, INDEX_FILE_ENTRIES};
 use crate::format::marks::{Mark, Marks};
 use crate::format::pack::{Pack, PackEntry, ENTRY_LEN};
 use crate::progress::Progress;
-use crate::repo::index::{self, Location, LOCATION};
+use crate::repo::index::{self, placed, unplaced, Location, PLACED};
 use crate::repo::packer::Packer;
 use crate::repo::{Repository, SnapshotList};
 use crate::runtime;
@@ -188,12 +188,12 @@ struct Plan {
 
 /// Each needed blob's home (the stored pack whose copy is kept, unmarked packs first), merging
 /// the sorted needed ids with the sorted copies: how much of each pack is used, and the kept
-/// copies by pack (a [`Location`] each, sorted by pack). Fails when a needed blob is in no
-/// stored pack.
+/// copies sorted by pack and offset. A blob is kept once: a second entry of it in the same
+/// pack counts as unused. Fails when a needed blob is in no stored pack.
 fn homes(
     inventory: &mut Inventory,
     needed: Sorted<32>,
-) -> Result<(HashMap<Id, PackUse>, Sorted<LOCATION>)> {
+) -> Result<(HashMap<Id, PackUse>, Sorted<PLACED>)> {
     let mut uses: HashMap<Id, PackUse> = HashMap::new();
     let mut kept = Sorter::new(sort_memory());
     let mut needed = needed.peekable();
@@ -221,8 +221,8 @@ fn homes(
             last_home = Some(id);
             usage.used += 1;
             usage.used_bytes += u64::from(entry.length);
-            let loc = Location { pack, entry };
-            kept.push(loc.encode().try_into().expect("a location's length"))?;
+            // By pack and offset: repacked blobs keep their order, and trees their locality.
+            kept.push(placed(&Location { pack, entry }, 0))?;
         } else {
             usage.unused_bytes += u64::from(entry.length);
         }
@@ -454,7 +454,7 @@ pub async fn prune(
 async fn repack(
     repo: &Arc<Repository>,
     packs: &BTreeSet<Id>,
-    kept: Sorted<LOCATION>,
+    kept: Sorted<PLACED>,
     pack_size: usize,
     progress: &Arc<dyn Progress>,
 ) -> Result<u64> {
@@ -469,8 +469,7 @@ async fn repack(
         while let Some(record) =
             kept.next_if(|r| r.as_ref().map_or(true, |r| r[..32] <= pack.0[..]))
         {
-            let loc = Location::decode(&record?)
-                .ok_or_else(|| Error::Bug("a sorted location does not decode".into()))?;
+            let (loc, _) = unplaced(&record?)?;
             if loc.pack == pack {
                 entries.push(loc.entry);
             }

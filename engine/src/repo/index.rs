@@ -54,12 +54,9 @@ pub struct Location {
     pub entry: PackEntry,
 }
 
-/// A [`Location`]'s encoded length.
-pub(crate) const LOCATION: usize = 32 + ENTRY_LEN;
-
 impl Location {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(LOCATION);
+        let mut out = Vec::with_capacity(32 + ENTRY_LEN);
         out.extend_from_slice(&self.pack.0);
         self.entry.encode(&mut out);
         out
@@ -74,6 +71,34 @@ impl Location {
             entry: PackEntry::decode(&b[32..])?,
         })
     }
+}
+
+/// A location and a number (the walk's tag, or 0) as a record that sorts by pack, then by
+/// offset in it: for reading blobs in the order they are stored (see `extsort`).
+pub(crate) const PLACED: usize = 32 + 4 + 4 + ENTRY_LEN;
+
+pub(crate) fn placed(loc: &Location, tag: u32) -> [u8; PLACED] {
+    let mut r = [0; PLACED];
+    r[..32].copy_from_slice(&loc.pack.0);
+    r[32..36].copy_from_slice(&loc.entry.offset.to_be_bytes());
+    r[36..40].copy_from_slice(&tag.to_be_bytes());
+    let mut entry = Vec::with_capacity(ENTRY_LEN);
+    loc.entry.encode(&mut entry);
+    r[40..].copy_from_slice(&entry);
+    r
+}
+
+pub(crate) fn unplaced(r: &[u8; PLACED]) -> Result<(Location, u32)> {
+    let entry = PackEntry::decode(&r[40..])
+        .ok_or_else(|| Error::Bug("a sorted location does not decode".into()))?;
+    let loc = Location {
+        pack: Id(r[..32].try_into().expect("32 bytes")),
+        entry,
+    };
+    Ok((
+        loc,
+        u32::from_be_bytes(r[36..40].try_into().expect("4 bytes")),
+    ))
 }
 
 /// Reads and decodes `index/<id>`.
