@@ -66,7 +66,9 @@ async fn back_up(repo: &Arc<Repository>, volume: &Path) -> (Id, Snapshot, u64) {
     (id, snap, watch.dirs_held.load(Ordering::Relaxed))
 }
 
-async fn many_links_round_trip(spec: LinksSpec) {
+/// A new repository in a temporary directory, with sorts of 4 KiB: every set check and prune
+/// keep goes through files.
+async fn tiny_sorts_and_a_repository() -> (tempfile::TempDir, Arc<Repository>) {
     // Read once, before the first sort of this process; every test here sets the same.
     std::env::set_var("STOWAGE_SORT_MEMORY", "4096");
     let dir = tempfile::tempdir().unwrap();
@@ -77,6 +79,11 @@ async fn many_links_round_trip(spec: LinksSpec) {
     let repo = open(store, PASSWORD, Arc::new(MemoryKv::new()))
         .await
         .unwrap();
+    (dir, repo)
+}
+
+async fn many_links_round_trip(spec: LinksSpec) {
+    let (dir, repo) = tiny_sorts_and_a_repository().await;
     let volumes = dir.path().join("volumes");
     let mut spec = spec;
     let volume = generate_links(&spec, &volumes).unwrap();
@@ -210,15 +217,7 @@ async fn a_registry_of_100k_link_files_round_trips_exactly_in_bounded_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_directory_at_two_depths_is_one_tree_checked_once() {
-    std::env::set_var("STOWAGE_SORT_MEMORY", "4096");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FsStore::create(dir.path().join("repo")).unwrap());
-    Repository::init(store.as_ref(), PASSWORD, &Default::default())
-        .await
-        .unwrap();
-    let repo = open(store, PASSWORD, Arc::new(MemoryKv::new()))
-        .await
-        .unwrap();
+    let (dir, repo) = tiny_sorts_and_a_repository().await;
     // `layer` at depth 2 and, its files hard-linked (the same inodes and times), at depth 4:
     // one tree id; so are the empty `_uploads` directories beside them.
     let volume = dir.path().join("volume");
