@@ -142,6 +142,13 @@ pub enum Sorted<const N: usize> {
     },
 }
 
+impl<const N: usize> Default for Sorted<N> {
+    /// No records.
+    fn default() -> Self {
+        Sorted::Memory(Vec::new().into_iter())
+    }
+}
+
 impl<const N: usize> Iterator for Sorted<N> {
     type Item = Result<[u8; N]>;
 

@@ -190,15 +190,15 @@ pub async fn check_with(
         .collect();
     let mut blobs_by_pack: HashMap<Id, Vec<Id>> = HashMap::new();
     let mut located: HashSet<Id> = HashSet::new();
-    let mut by_pack = read_data.then(|| Sorter::<64>::new(sort_memory()));
+    let mut by_pack = Sorter::<64>::new(sort_memory());
     let mut sorting = Ok(());
     repo.index().for_each(&mut |blob, loc| {
         located.insert(loc.pack);
         if gone.contains(&loc.pack) || suspect.contains_key(&loc.pack) {
             blobs_by_pack.entry(loc.pack).or_default().push(blob);
         }
-        if let (Some(sorter), Ok(())) = (&mut by_pack, &sorting) {
-            sorting = sorter.push(pack_blob(&loc.pack, &blob));
+        if read_data && sorting.is_ok() {
+            sorting = by_pack.push(pack_blob(&loc.pack, &blob));
         }
     })?;
     sorting?;
@@ -285,7 +285,7 @@ pub async fn check_with(
         };
         let total = to_read.values().sum();
         progress.phase("read data", Some(total));
-        let indexed = by_pack.map_or(Ok(Sorted::Memory(Vec::new().into_iter())), Sorter::sorted)?;
+        let indexed = by_pack.sorted()?;
         let damaged =
             read_all_packs(&repo, &to_read, indexed, progress.as_ref(), &mut report).await?;
         // The blobs of the packs found damaged, for naming the files they break.

@@ -77,13 +77,8 @@ pub struct CopyPlan {
 }
 
 /// The source locations of the blobs to copy, sorted by pack and offset.
+#[derive(Default)]
 struct Reads(Sorted<PLACED>);
-
-impl Default for Reads {
-    fn default() -> Self {
-        Reads(Sorted::Memory(Vec::new().into_iter()))
-    }
-}
 
 impl std::fmt::Debug for Reads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
