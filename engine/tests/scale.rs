@@ -49,9 +49,10 @@ impl Progress for Watch {
 /// Directories listed ahead of the walk in these backups.
 const READ_AHEAD: usize = 32;
 
-/// Most directories a backup may hold: those listed ahead, those being finished beside the
-/// walk (64), and the walk's own path from the root (the registry is 12 deep).
-const HELD_BOUND: u64 = READ_AHEAD as u64 + 64 + 16;
+/// Most directories a backup may hold: those listed ahead (and one batch of 8 the walk
+/// lists at once when the limit is taken), those being finished beside the walk (64), and the
+/// walk's own path from the root (the registry is 12 deep).
+const HELD_BOUND: u64 = READ_AHEAD as u64 + 8 + 64 + 16;
 
 async fn back_up(repo: &Arc<Repository>, volume: &Path) -> (Id, Snapshot, u64) {
     let watch = Arc::new(Watch::default());

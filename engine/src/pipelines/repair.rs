@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::id::Id;
 use crate::format::index_file::{encode_index_file, INDEX_FILE_ENTRIES};
-use crate::format::pack::{header_tail_len, read_header, read_header_from_tail, Pack, PackEntry};
+use crate::format::pack::{read_header, Pack, PackEntry};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::progress::Progress;
@@ -31,8 +31,6 @@ use crate::repo::packer::Packer;
 use crate::repo::Repository;
 use crate::runtime;
 
-/// Bytes read from each pack's end first: the header of a pack of a few thousand blobs.
-const TAIL_GUESS: u64 = 64 << 10;
 /// Packs read at once.
 const READS: usize = 8;
 /// The tag a repaired snapshot carries.
@@ -202,16 +200,7 @@ async fn read_pack(repo: Arc<Repository>, pack: Id, size: u64, read_data: bool) 
     let key = Pack::key(&pack);
     let unreadable = |e: Error| Ok(Verdict::Unreadable(e.to_string()));
     if !read_data {
-        let start = size.saturating_sub(TAIL_GUESS);
-        let mut tail = repo.store().get_range(&key, start..size).await?;
-        let needed = match header_tail_len(&pack, size, &tail) {
-            Ok(needed) => needed,
-            Err(e) => return unreadable(e),
-        };
-        if needed > tail.len() as u64 {
-            tail = repo.store().get_range(&key, size - needed..size).await?;
-        }
-        return match read_header_from_tail(repo.keys(), &pack, size, &tail) {
+        return match repo.read_pack_header(&pack, Some(size)).await {
             Ok(entries) => Ok(Verdict::Good(entries)),
             Err(e) if e.kind() == ErrorKind::Damaged => unreadable(e),
             Err(e) => Err(e),

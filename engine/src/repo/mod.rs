@@ -7,6 +7,7 @@
 //! traits. Never a pipeline, the registry layout or a concrete backend.
 
 pub mod commit;
+mod headers;
 pub mod index;
 pub mod keys;
 pub mod marks;
@@ -32,7 +33,7 @@ use crate::format::compress::decompress;
 pub use crate::format::config::{Config, FORMAT_VERSION};
 use crate::format::crypto::{KeyFile, Keys, RawKeys};
 use crate::format::id::Id;
-use crate::format::pack::Pack;
+use crate::format::pack::{Pack, PackEntry};
 use crate::format::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::format::tree::Tree;
 use crate::runtime;
@@ -70,6 +71,7 @@ pub struct Repository {
     config_hash: Id,
     index: Index,
     tree_windows: PackWindows,
+    tree_headers: headers::PackHeaders,
 }
 
 impl std::fmt::Debug for Repository {
@@ -214,6 +216,7 @@ impl Repository {
             config_hash,
             index,
             tree_windows: PackWindows::default(),
+            tree_headers: headers::PackHeaders::default(),
         })
     }
 
@@ -337,8 +340,52 @@ impl Repository {
 
     /// Loads a tree as [`load_tree`](Self::load_tree) does; also returns the pack it is in.
     pub async fn load_tree_and_pack(&self, id: &Id) -> Result<(Tree, Id)> {
-        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        if let Some(loc) = self.tree_headers.find(id) {
+            match self.load_tree_at(id, &loc).await {
+                Ok(tree) => return Ok((tree, loc.pack)),
+                // The pack is gone since its header was read (a prune repacked it), or is
+                // damaged: the tree is looked for where the index says.
+                Err(_) => self.tree_headers.forget(&loc.pack),
+            }
+        }
+        let loc = self.locate_tree(id).await?;
         Ok((self.load_tree_at(id, &loc).await?, loc.pack))
+    }
+
+    /// Where the index says the tree `id` is; reads the header of a tree pack that it keeps
+    /// sending lookups to (see [`headers`]).
+    async fn locate_tree(&self, id: &Id) -> Result<Location> {
+        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob(*id))?;
+        if let Some(reading) = self.tree_headers.looked_up(&loc.pack) {
+            match self.read_pack_header(&loc.pack, None).await {
+                Ok(entries) => self.tree_headers.keep(reading, loc.pack, entries),
+                // The trees are read from where the index says; damage there is reported
+                // by whoever reads it.
+                Err(e) if e.kind() == ErrorKind::Damaged => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(loc)
+    }
+
+    /// Reads the header of `pack` from its end; `size` is its size when known (else asked
+    /// of the store).
+    pub async fn read_pack_header(&self, pack: &Id, size: Option<u64>) -> Result<Vec<PackEntry>> {
+        /// Read from the end first: the header of a pack of a few thousand blobs; larger
+        /// ones take a second read.
+        const TAIL_GUESS: u64 = 64 << 10;
+        let key = Pack::key(pack);
+        let size = match size {
+            Some(size) => size,
+            None => self.store.head(&key).await?.size,
+        };
+        let start = size.saturating_sub(TAIL_GUESS);
+        let mut tail = self.store.get_range(&key, start..size).await?;
+        let needed = crate::format::pack::header_tail_len(pack, size, &tail)?;
+        if needed > tail.len() as u64 {
+            tail = self.store.get_range(&key, size - needed..size).await?;
+        }
+        crate::format::pack::read_header_from_tail(&self.keys, pack, size, &tail)
     }
 
     /// Loads the tree `id` from where the index said it is.

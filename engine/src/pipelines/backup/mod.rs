@@ -68,7 +68,7 @@ impl Default for BackupOptions {
             ignore_ctime: false,
             readers: 2,
             pack_size: 16 << 20,
-            read_ahead: 64,
+            read_ahead: 256,
             gzip: None,
             reencode: false,
             fail_on_unreadable: false,

@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::{add, display, Archiver};
-use crate::error::{ErrorKind, Joined, Result};
+use crate::error::{Error, ErrorKind, Joined, Result};
 use crate::format::id::Id;
 use crate::format::tree::{Node, NodeKind, Tree, INLINE_MAX};
 use crate::runtime;
@@ -85,13 +85,29 @@ impl Archiver {
         rel: PathBuf,
         parent: Option<Id>,
     ) -> Result<Option<Listed>> {
+        let mut listed = self.list_batch(vec![(rel, parent)]).await?;
+        listed
+            .pop()
+            .ok_or_else(|| Error::bug("a listing came back empty"))?
+    }
+
+    /// Lists the directories of `batch` (path, tree in the parent snapshot) in order as
+    /// [`list`](Self::list) does, on one blocking thread and sharing one listing budget.
+    async fn list_batch(
+        self: Arc<Self>,
+        batch: Vec<(PathBuf, Option<Id>)>,
+    ) -> Result<Vec<Result<Option<Listed>>>> {
         let _slot = self.dir_slots.acquire().await.expect("semaphore open");
         let rt = runtime::handle();
         let me = Arc::clone(&self);
         runtime::blocking("a listing worker", move || {
-            me.list_below(&rt, &rel, parent, &mut LISTING_BUDGET.clone(), 0)
+            let mut budget = LISTING_BUDGET;
+            batch
+                .into_iter()
+                .map(|(rel, parent)| me.list_below(&rt, &rel, parent, &mut budget, 0))
+                .collect()
         })
-        .await?
+        .await
     }
 
     /// Lists `rel` and then, depth first, its subdirectories while `budget` lasts; `parent`
@@ -171,17 +187,35 @@ impl Archiver {
     }
 }
 
-/// Directories listed ahead of the walk, by path, as tasks on the runtime: a listing costs
-/// a round trip on a network filesystem, and a few under way at once keep it busy.
+/// Directories listed ahead of the walk, by path: listed in batches of siblings, each batch
+/// one task on a blocking thread, handed over whole. A listing costs a round trip on a
+/// network filesystem, and a few batches under way at once keep it busy; batches rather
+/// than a task per directory, because most directories of a registry hold one link file,
+/// and a hand-off between threads (a wake-up of the walk, of a blocking thread) costs more
+/// than the listing.
 pub(super) struct ListAhead {
     limit: usize,
-    lists: HashMap<PathBuf, JoinHandle<Result<Option<Listed>>>>,
+    /// Each directory listed ahead: its batch, and its place in the batch.
+    lists: HashMap<PathBuf, (u64, usize)>,
+    batches: HashMap<u64, Batch>,
+    next_batch: u64,
 }
+
+/// A batch of listings: under way, or done and being taken.
+enum Batch {
+    Listing(JoinHandle<Result<Vec<Result<Option<Listed>>>>>),
+    Listed(Vec<Option<Result<Option<Listed>>>>),
+}
+
+/// Directories a batch lists, at most; a batch starts once there is room for a whole one.
+pub(super) const BATCH: usize = 8;
 
 impl Drop for ListAhead {
     fn drop(&mut self) {
-        for list in self.lists.values() {
-            list.abort();
+        for batch in self.batches.values() {
+            if let Batch::Listing(task) = batch {
+                task.abort();
+            }
         }
     }
 }
@@ -191,19 +225,36 @@ impl ListAhead {
         ListAhead {
             limit,
             lists: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 0,
         }
     }
 
-    /// Whether another listing may start.
-    pub fn has_room(&self) -> bool {
-        self.lists.len() < self.limit
+    /// How many directories the next batch may list: none until there is room for a whole
+    /// batch (or nothing is under way), so batches do not dwindle to one directory each.
+    pub fn room(&self) -> usize {
+        let room = self.limit.saturating_sub(self.lists.len());
+        match room >= BATCH.min(self.limit) || self.lists.is_empty() {
+            true => room.min(BATCH),
+            false => 0,
+        }
     }
 
-    /// Starts listing `rel` unless it is under way already.
-    pub fn start(&mut self, archiver: &Arc<Archiver>, rel: PathBuf, parent: Option<Id>) {
-        if let Entry::Vacant(slot) = self.lists.entry(rel) {
-            let rel = slot.key().clone();
-            slot.insert(tokio::spawn(Arc::clone(archiver).list(rel, parent)));
+    /// Starts listing the directories of `batch` (path, tree in the parent snapshot), those
+    /// not under way already, in one task.
+    pub fn start(&mut self, archiver: &Arc<Archiver>, batch: Vec<(PathBuf, Option<Id>)>) {
+        let id = self.next_batch;
+        let mut todo = Vec::with_capacity(batch.len());
+        for (rel, parent) in batch {
+            if let Entry::Vacant(slot) = self.lists.entry(rel) {
+                todo.push((slot.key().clone(), parent));
+                slot.insert((id, todo.len() - 1));
+            }
+        }
+        if !todo.is_empty() {
+            self.next_batch += 1;
+            let task = tokio::spawn(Arc::clone(archiver).list_batch(todo));
+            self.batches.insert(id, Batch::Listing(task));
         }
     }
 
@@ -214,10 +265,30 @@ impl ListAhead {
         rel: PathBuf,
         parent: Option<Id>,
     ) -> Result<Option<Listed>> {
-        match self.lists.remove(&rel) {
-            Some(list) => list.await.joined("a listing worker")?,
-            None => Arc::clone(archiver).list(rel, parent).await,
+        let Some((id, at)) = self.lists.remove(&rel) else {
+            return Arc::clone(archiver).list(rel, parent).await;
+        };
+        let batch = self
+            .batches
+            .get_mut(&id)
+            .ok_or_else(|| Error::bug("a directory listed ahead has no batch"))?;
+        if let Batch::Listing(task) = batch {
+            let listed = task.await.joined("a listing worker")??;
+            *batch = Batch::Listed(listed.into_iter().map(Some).collect());
         }
+        let Batch::Listed(listings) = batch else {
+            unreachable!("the batch was just listed");
+        };
+        let listed = listings.get_mut(at).and_then(Option::take);
+        if listings.iter().all(Option::is_none) {
+            self.batches.remove(&id);
+        }
+        listed.ok_or_else(|| Error::bug("a directory listed ahead was taken twice"))?
+    }
+
+    /// Whether the listing of `rel` is under way or done.
+    pub fn holds(&self, rel: &Path) -> bool {
+        self.lists.contains_key(rel)
     }
 
     /// Listings held: under way or done and not taken yet.

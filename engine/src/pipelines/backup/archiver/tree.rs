@@ -11,7 +11,7 @@ use std::sync::Arc;
 use stowage_backends::source::EntryMeta;
 use tokio::task::JoinHandle;
 
-use super::listing::{ListAhead, Listed, ParentTree, Prepared};
+use super::listing::{ListAhead, Listed, ParentTree, Prepared, BATCH};
 use super::{add, Archiver, FINISHING};
 use crate::error::{Error, Joined, Result};
 use crate::format::id::Id;
@@ -60,6 +60,25 @@ impl Level {
     }
 }
 
+impl Level {
+    /// Adds to `batch` the subdirectories not listed yet among the entries listing ahead
+    /// has not looked at, in order, until it holds `up_to`; whether it is full.
+    fn gather(&mut self, batch: &mut Vec<(PathBuf, Option<Id>)>, up_to: usize) -> bool {
+        let rest = self.entries.as_slice();
+        while let Some(entry) = rest.get(self.ahead_from) {
+            if batch.len() >= up_to {
+                return true;
+            }
+            self.ahead_from += 1;
+            if let Prepared::Dir(meta, parent, None) = entry {
+                let rel = self.rel.join(std::ffi::OsStr::from_bytes(&meta.name));
+                batch.push((rel, *parent));
+            }
+        }
+        batch.len() >= up_to
+    }
+}
+
 impl Archiver {
     /// Archives the source's root directory, `meta`, and everything under it; `parent` is
     /// its tree in the parent snapshot. Returns its node.
@@ -92,7 +111,16 @@ impl Archiver {
                     let rel = level.rel.join(std::ffi::OsStr::from_bytes(&entry.name));
                     let listed = match listed {
                         Some(listed) => listed,
-                        None => ahead.take(&self, rel.clone(), parent).await,
+                        None => {
+                            // Not listed ahead (no room was left): listed now, in a batch
+                            // with the siblings that follow it.
+                            if !ahead.holds(&rel) {
+                                let mut batch = vec![(rel.clone(), parent)];
+                                level.gather(&mut batch, BATCH);
+                                ahead.start(&self, batch);
+                            }
+                            ahead.take(&self, rel.clone(), parent).await
+                        }
                     };
                     if let Some(listed) = listed? {
                         open.push(Level::new(rel, entry, listed));
@@ -115,20 +143,21 @@ impl Archiver {
     }
 
     /// Starts listing the directories the walk will enter next, up to the read-ahead
-    /// limit: the innermost directory's first, so the next one needed is always under way.
+    /// limit, a batch at a time: the innermost directory's first, so the next one needed is
+    /// under way unless the limit is taken by those further on.
     fn list_ahead(self: &Arc<Self>, open: &mut [Level], ahead: &mut ListAhead) {
-        for level in open.iter_mut().rev() {
-            let rest = level.entries.as_slice();
-            while let Some(entry) = rest.get(level.ahead_from) {
-                if !ahead.has_room() {
-                    return;
-                }
-                level.ahead_from += 1;
-                if let Prepared::Dir(meta, parent, None) = entry {
-                    let rel = level.rel.join(std::ffi::OsStr::from_bytes(&meta.name));
-                    ahead.start(self, rel, *parent);
+        loop {
+            let room = ahead.room();
+            let mut batch = Vec::with_capacity(room);
+            for level in open.iter_mut().rev() {
+                if level.gather(&mut batch, room) {
+                    break;
                 }
             }
+            if batch.is_empty() {
+                return;
+            }
+            ahead.start(self, batch);
         }
     }
 
