@@ -47,6 +47,9 @@ const REBUILD_PENDING: &[u8] = b"s-rebuild";
 /// The packs marked when the cache was last synced.
 const MARKED_AT_LAST_SYNC: &[u8] = b"s-marked";
 
+/// Records [`Index::add`] writes at once.
+const ADD_BATCH: usize = 4096;
+
 /// Where a blob is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -207,40 +210,40 @@ impl Index {
     }
 
     /// Records the packs of one index file, and the file itself, in the cache. A location
-    /// in a marked pack does not replace one already known.
+    /// in a marked pack does not replace one already known. Written a few thousand records
+    /// at a time (an index file names up to 50,000 blobs), the index file's own record last:
+    /// the cache knows the file only once it knows all it names, and a crash in between
+    /// leaves records that the next reading of the file writes again.
     pub fn add(&self, index_file: Id, packs: &[(Id, Vec<PackEntry>)]) -> Result<()> {
         let (doomed, live): (Vec<_>, Vec<_>) = {
             let marked = self.marked();
             packs.iter().partition(|(pack, _)| marked.contains(pack))
         };
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for (pack, entries) in doomed {
+        let mut batch = Vec::with_capacity(ADD_BATCH);
+        // The marked packs first, so that a copy in a live pack of the same file wins.
+        for (doomed, (pack, entries)) in doomed
+            .into_iter()
+            .map(|p| (true, p))
+            .chain(live.into_iter().map(|p| (false, p)))
+        {
             for entry in entries {
-                if !self.contains(&entry.id)? {
-                    let loc = Location {
-                        pack: *pack,
-                        entry: *entry,
-                    };
-                    pairs.push((key(BLOB, &entry.id.0), loc.encode()));
+                if doomed && self.contains(&entry.id)? {
+                    continue;
                 }
-            }
-        }
-        pairs.extend(live.into_iter().flat_map(|(pack, entries)| {
-            entries.iter().map(move |entry| {
                 let loc = Location {
                     pack: *pack,
                     entry: *entry,
                 };
-                (key(BLOB, &entry.id.0), loc.encode())
-            })
-        }));
-        pairs.extend(
-            packs
-                .iter()
-                .map(|(pack, _)| (key(PACK, &pack.0), Vec::new())),
-        );
-        pairs.push((key(INDEX_FILE, &index_file.0), Vec::new()));
-        self.kv.put_batch(&pairs)?;
+                batch.push((key(BLOB, &entry.id.0), loc.encode()));
+                if batch.len() >= ADD_BATCH {
+                    self.kv.put_batch(&batch)?;
+                    batch.clear();
+                }
+            }
+            batch.push((key(PACK, &pack.0), Vec::new()));
+        }
+        batch.push((key(INDEX_FILE, &index_file.0), Vec::new()));
+        self.kv.put_batch(&batch)?;
         Ok(())
     }
 
