@@ -49,100 +49,136 @@ pub struct Diff {
     pub paths_changed: Vec<String>,
 }
 
-/// One side of a difference: a file node at a path, `None` where it does not exist.
+/// What a walk of two snapshots has found so far: each file difference is taken in as it is
+/// met (nothing held per path but what the result lists), the registry's changes keyed by
+/// what they are, not where (the registry may sit at another path in each snapshot).
+/// A file at a path on each side, `None` where there is none.
 type Change = (String, Option<Node>, Option<Node>);
 
-/// Compares snapshot `a` (before) with `b` (after).
-pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
-    let top_a = repo.load_tree(&a.tree).await?.nodes.into_iter().next();
-    let top_b = repo.load_tree(&b.tree).await?.nodes.into_iter().next();
-    let mut changes = Vec::new();
-    let mut dirs = (BTreeSet::new(), BTreeSet::new());
-    compare(
-        repo,
-        String::new(),
-        top_a.and_then(|n| n.subtree),
-        top_b.and_then(|n| n.subtree),
-        &mut changes,
-        &mut dirs,
-    )
-    .await?;
+#[derive(Default)]
+struct Found {
+    diff: Diff,
+    /// Tags whose `current/link` differs: (repository, tag), with the link's node at its
+    /// path before and after, read once the walk is done.
+    tags: Vec<((String, String), Change)>,
+    removed: BTreeMap<String, u64>,
+    added: BTreeMap<String, u64>,
+    /// Repositories (directories holding `_manifests`) on each side below the points
+    /// where the snapshots differ.
+    repositories: (BTreeSet<String>, BTreeSet<String>),
+}
 
-    let mut diff = Diff::default();
-    // Keyed by what they are, not where: the registry may sit at another path in each.
-    let mut tags: BTreeMap<(String, String), (Option<String>, Option<String>)> = BTreeMap::new();
-    let (mut removed, mut added) = (BTreeMap::new(), BTreeMap::new());
-    for (path, before, after) in changes {
+impl Found {
+    /// Takes in the file difference at `path`: `before` and `after`, `None` where there is
+    /// none.
+    fn file(&mut self, path: String, before: Option<Node>, after: Option<Node>) {
         let Some(registry_path) = v2_relative(&path) else {
             match (&before, &after) {
-                (None, Some(_)) => diff.paths_added.push(path),
-                (Some(_), None) => diff.paths_removed.push(path),
-                _ => diff.paths_changed.push(path),
+                (None, Some(_)) => self.diff.paths_added.push(path),
+                (Some(_), None) => self.diff.paths_removed.push(path),
+                _ => self.diff.paths_changed.push(path),
             }
-            continue;
+            return;
         };
         let what = V2Path::parse(&registry_path);
         if let (V2Path::BlobData(digest), true) = (&what, before.is_none() || after.is_none()) {
             let digest = digest.to_string();
             if let Some(node) = &before {
-                removed.insert(digest.clone(), node.size);
+                self.removed.insert(digest.clone(), node.size);
             }
             if let Some(node) = &after {
-                added.insert(digest, node.size);
+                self.added.insert(digest, node.size);
             }
-            continue;
+            return;
         }
         let is_file = |n: &Option<Node>| n.as_ref().is_none_or(|n| n.kind == NodeKind::File);
         if let (V2Path::TagCurrent { repository, tag }, true) =
             (what, is_file(&before) && is_file(&after))
         {
-            let entry = tags.entry((repository, tag)).or_default();
+            self.tags.push(((repository, tag), (path, before, after)));
+            return;
+        }
+        self.diff.other_registry_files += 1;
+    }
+
+    /// Takes in a directory at `path` present before (`side` 0) or after (1).
+    fn dir(&mut self, side: usize, path: &str) {
+        let Some(rel) = v2_relative(path) else {
+            return;
+        };
+        if let V2Path::Manifests { repository } = V2Path::parse(&rel) {
+            match side {
+                0 => self.repositories.0.insert(repository),
+                _ => self.repositories.1.insert(repository),
+            };
+        }
+    }
+
+    /// The difference found; reads the changed tags' links.
+    async fn result(self, repo: &Repository) -> Result<Diff> {
+        let (added, removed) = self.repositories_changed();
+        let mut diff = self.diff;
+        (diff.repositories_added, diff.repositories_removed) = (added, removed);
+        let mut tags: BTreeMap<(String, String), (Option<String>, Option<String>)> =
+            BTreeMap::new();
+        for (key, (path, before, after)) in self.tags {
+            let entry = tags.entry(key).or_default();
             if let Some(node) = &before {
                 entry.0 = Some(link_target(repo, &path, node).await?);
             }
             if let Some(node) = &after {
                 entry.1 = Some(link_target(repo, &path, node).await?);
             }
-            continue;
         }
-        diff.other_registry_files += 1;
-    }
-    diff.tags = tags
-        .into_iter()
-        .filter(|(_, (from, to))| from != to)
-        .map(|((repository, tag), (from, to))| TagChange {
-            repository,
-            tag,
-            from,
-            to,
-        })
-        .collect();
-    let only = |these: &BTreeMap<String, u64>, others: &BTreeMap<String, u64>| -> Vec<BlobChange> {
-        these
-            .iter()
-            .filter(|(d, _)| !others.contains_key(*d))
-            .map(|(digest, size)| BlobChange {
-                digest: digest.clone(),
-                size: *size,
+        diff.tags = tags
+            .into_iter()
+            .filter(|(_, (from, to))| from != to)
+            .map(|((repository, tag), (from, to))| TagChange {
+                repository,
+                tag,
+                from,
+                to,
             })
-            .collect()
-    };
-    diff.blobs_added = only(&added, &removed);
-    diff.blobs_removed = only(&removed, &added);
-    let (repos_a, repos_b) = (repositories(&dirs.0), repositories(&dirs.1));
-    diff.repositories_added = repos_b.difference(&repos_a).cloned().collect();
-    diff.repositories_removed = repos_a.difference(&repos_b).cloned().collect();
-    Ok(diff)
+            .collect();
+        let only = |these: &BTreeMap<String, u64>, others: &BTreeMap<String, u64>| {
+            these
+                .iter()
+                .filter(|(d, _)| !others.contains_key(*d))
+                .map(|(digest, size)| BlobChange {
+                    digest: digest.clone(),
+                    size: *size,
+                })
+                .collect()
+        };
+        diff.blobs_added = only(&self.added, &self.removed);
+        diff.blobs_removed = only(&self.removed, &self.added);
+        Ok(diff)
+    }
+
+    /// Repositories added and removed.
+    fn repositories_changed(&self) -> (Vec<String>, Vec<String>) {
+        let (before, after) = &self.repositories;
+        (
+            after.difference(before).cloned().collect(),
+            before.difference(after).cloned().collect(),
+        )
+    }
 }
 
-/// Repositories: the directories holding `_manifests` among `dirs`.
-fn repositories(dirs: &BTreeSet<String>) -> BTreeSet<String> {
-    dirs.iter()
-        .filter_map(|d| match V2Path::parse(&v2_relative(d)?) {
-            V2Path::Manifests { repository } => Some(repository),
-            _ => None,
-        })
-        .collect()
+/// Compares snapshot `a` (before) with `b` (after).
+pub async fn diff(repo: &Repository, a: &Snapshot, b: &Snapshot) -> Result<Diff> {
+    let top_a = repo.load_tree(&a.tree).await?.nodes.into_iter().next();
+    let top_b = repo.load_tree(&b.tree).await?.nodes.into_iter().next();
+    let mut found = Found::default();
+    compare(
+        repo,
+        String::new(),
+        top_a.and_then(|n| n.subtree),
+        top_b.and_then(|n| n.subtree),
+        &mut found,
+    )
+    .await?;
+    found.result(repo).await
 }
 
 /// A link file's content (a digest), read and verified.
@@ -152,15 +188,14 @@ async fn link_target(repo: &Repository, path: &str, node: &Node) -> Result<Strin
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
-/// Collects the file differences between two directory trees (either may be absent), and
-/// every directory present on each side below the points where they differ.
+/// Walks two directory trees (either may be absent) side by side, below the points where
+/// they differ, into `found`.
 fn compare<'a>(
     repo: &'a Repository,
     path: String,
     a: Option<Id>,
     b: Option<Id>,
-    changes: &'a mut Vec<Change>,
-    dirs: &'a mut (BTreeSet<String>, BTreeSet<String>),
+    found: &'a mut Found,
 ) -> BoxFuture<'a, Result<()>> {
     async move {
         if a == b {
@@ -194,13 +229,13 @@ fn compare<'a>(
                     .and_then(|n| n.subtree)
             };
             if is_dir(&x) {
-                dirs.0.insert(child.clone());
+                found.dir(0, &child);
             }
             if is_dir(&y) {
-                dirs.1.insert(child.clone());
+                found.dir(1, &child);
             }
             if is_dir(&x) || is_dir(&y) {
-                compare(repo, child.clone(), sub(&x), sub(&y), changes, dirs).await?;
+                compare(repo, child.clone(), sub(&x), sub(&y), found).await?;
             }
             let file = |n: Option<Node>| n.filter(|n| n.kind != NodeKind::Dir);
             let (x, y) = (file(x), file(y));
@@ -216,7 +251,7 @@ fn compare<'a>(
                 _ => false,
             };
             if !same {
-                changes.push((child, x, y));
+                found.file(child, x, y);
             }
         }
         Ok(())
@@ -230,11 +265,22 @@ mod tests {
 
     #[test]
     fn repositories_are_the_directories_holding_manifests() {
-        let dirs: BTreeSet<String> = [
-            "dtr/_data/docker/registry/v2/repositories/team/app/_manifests".to_string(),
-            "dtr/_data/docker/registry/v2/repositories/team/app/_layers".to_string(),
-        ]
-        .into();
-        assert_eq!(repositories(&dirs), ["team/app".to_string()].into());
+        let mut found = Found::default();
+        found.dir(
+            0,
+            "dtr/_data/docker/registry/v2/repositories/team/app/_manifests",
+        );
+        found.dir(
+            0,
+            "dtr/_data/docker/registry/v2/repositories/team/app/_layers",
+        );
+        found.dir(
+            1,
+            "dtr/_data/docker/registry/v2/repositories/team/web/_manifests",
+        );
+        assert_eq!(found.repositories.0, ["team/app".to_string()].into());
+        let (added, removed) = found.repositories_changed();
+        assert_eq!(removed, ["team/app".to_string()]);
+        assert_eq!(added, ["team/web".to_string()]);
     }
 }
