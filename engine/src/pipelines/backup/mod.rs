@@ -37,8 +37,9 @@ pub struct BackupOptions {
     pub readers: usize,
     /// Packs are closed at about this size.
     pub pack_size: usize,
-    /// Directories listed ahead of the walk (0: each when the walk enters it). A listing
-    /// costs a round trip on a network filesystem; several under way keep it busy.
+    /// Directories listed ahead of the walk, in batches of siblings (0: none; a directory is
+    /// listed when the walk enters it, with the siblings after it). A listing costs a round
+    /// trip on a network filesystem; several under way keep it busy.
     pub read_ahead: usize,
     /// Keep gzip registry blobs as their plaintext and a recipe (FORMAT.md, "Gzip
     /// content"); `None`: as the repository's config says.
