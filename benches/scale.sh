@@ -5,7 +5,11 @@
 # packages, installed when missing) take the same steps on the same volume in the same run.
 #
 #   benches/scale.sh [--repositories N] [--layers N] [--revisions N] [--tags N] [--work DIR]
-#                    [--stowage BIN] [--compare]
+#                    [--stowage BIN] [--compare] [--results CSV] [--chart SVG]
+#
+# Each measurement is also appended to the results file (default $WORK/results.csv: files,
+# directories, tool, step, seconds, MiB, version, date), and the chart of all its rows drawn
+# (benches/scale-chart.py, default $WORK/scale.svg): runs at several sizes make its lines.
 #
 # Defaults: 2,000 repositories of 100 layer links, 100 revisions and 10 tags (440,256 files
 # in 514,530 directories), in /tmp/stowage-scale; the release binary (built when missing).
@@ -17,6 +21,7 @@ cd "$(dirname "$0")/.."
 repositories=2000 layers=100 revisions=100 tags=10
 work=/tmp/stowage-scale
 stowage=""
+results="" chart=""
 tools=(stowage)
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,6 +32,8 @@ while [ $# -gt 0 ]; do
     --work) work=$2; shift 2 ;;
     --stowage) stowage=$2; shift 2 ;;
     --compare) tools=(stowage restic borg); shift ;;
+    --results) results=$2; shift 2 ;;
+    --chart) chart=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +48,10 @@ if [ ${#tools[@]} -gt 1 ] && ! { command -v restic && command -v borg; } >/dev/n
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq restic borgbackup >/dev/null
 fi
+
+results=${results:-$work/results.csv} chart=${chart:-$work/scale.svg}
+mkdir -p "$work"
+[ -s "$results" ] || echo "files,dirs,tool,step,seconds,mib,version,date" > "$results"
 
 shape="r${repositories}-l${layers}-v${revisions}-t${tags}"
 volumes="$work/volume-$shape"
@@ -77,6 +88,8 @@ cell() {
     echo "$tool failed:" >&2; tail -5 "$work/stderr" >&2; exit 1; }
   read -r seconds kib < "$work/time"
   printf '| %s s, %s MiB ' "$seconds" "$((kib / 1024))"
+  # `step` is the calling row's.
+  echo "$files,$dirs,$tool,$step,$seconds,$((kib / 1024)),$version,$(date -u +%FT%TZ)" >> "$results"
 }
 
 # row <step>: the step for each tool, one table row.
@@ -123,7 +136,8 @@ row() {
   echo "|"
 }
 
-echo "stowage $("$stowage" --version | cut -d' ' -f2), $files files in $dirs directories ($shape)"
+version="stowage $("$stowage" --version | cut -d' ' -f2)"
+echo "$version, $files files in $dirs directories ($shape)"
 echo
 printf '| step |'; printf ' %s |' "${tools[@]}"; echo
 printf '|---|'; printf -- '---|%.0s' "${tools[@]}"; echo
@@ -140,3 +154,6 @@ row "restore"
 row "forget"
 row "prune"
 rm -rf "$work"/restore "$work"/restore-*
+python3 benches/scale-chart.py "$results" -o "$chart"
+echo
+echo "results appended to $results; chart in $chart"

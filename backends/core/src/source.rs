@@ -88,11 +88,16 @@ impl FsSource {
 
 /// Reads an entry's metadata without following a final symlink.
 pub fn entry_meta(path: &Path, name: Vec<u8>) -> io::Result<EntryMeta> {
-    entry_meta_from(&fs::symlink_metadata(path)?, path, name)
+    entry_meta_from(&fs::symlink_metadata(path)?, || path.to_path_buf(), name)
 }
 
-/// [`entry_meta`] from metadata already read (`path` is read only for a symlink's target).
-fn entry_meta_from(meta: &fs::Metadata, path: &Path, name: Vec<u8>) -> io::Result<EntryMeta> {
+/// [`entry_meta`] from metadata already read (`path` is asked for only to read a symlink's
+/// target: most entries are not symlinks, and a path for each costs an allocation).
+fn entry_meta_from(
+    meta: &fs::Metadata,
+    path: impl FnOnce() -> PathBuf,
+    name: Vec<u8>,
+) -> io::Result<EntryMeta> {
     let file_type = meta.file_type();
     let kind = if file_type.is_file() {
         EntryKind::File
@@ -104,7 +109,7 @@ fn entry_meta_from(meta: &fs::Metadata, path: &Path, name: Vec<u8>) -> io::Resul
         EntryKind::Other
     };
     let symlink_target = match kind {
-        EntryKind::Symlink => Some(fs::read_link(path)?.as_os_str().as_bytes().to_vec()),
+        EntryKind::Symlink => Some(fs::read_link(path())?.as_os_str().as_bytes().to_vec()),
         _ => None,
     };
     Ok(EntryMeta {
@@ -141,7 +146,7 @@ fn list(dir: &Path) -> io::Result<Vec<EntryMeta>> {
         // the whole path per entry.
         match entry
             .metadata()
-            .and_then(|meta| entry_meta_from(&meta, &entry.path(), name))
+            .and_then(|meta| entry_meta_from(&meta, || entry.path(), name))
         {
             Ok(meta) => entries.push(meta),
             // Removed between the listing and the lstat (registry GC, an upload
