@@ -202,7 +202,7 @@ fn assert_restores(s: &Stowage, volume: &Path, blobs: u64) {
 }
 
 #[test]
-fn rebuilt_layers_store_a_tenth_of_the_raw_path_and_restore_exactly() {
+fn rebuilt_layers_store_a_small_part_of_the_raw_path_and_restore_exactly() {
     let work = tempfile::tempdir().unwrap();
     let (night1, night2) = layer_tars(work.path());
     for encoder in ["gzip -6", "zlib 6", "go"] {
