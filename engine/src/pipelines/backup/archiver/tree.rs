@@ -58,9 +58,7 @@ impl Level {
             ahead_from: 0,
         }
     }
-}
 
-impl Level {
     /// Adds to `batch` the subdirectories not listed yet among the entries listing ahead
     /// has not looked at, in order, until it holds `up_to`; whether it is full.
     fn gather(&mut self, batch: &mut Vec<(PathBuf, Option<Id>)>, up_to: usize) -> bool {
