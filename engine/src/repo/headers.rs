@@ -37,7 +37,7 @@ pub struct PackHeaders {
 #[derive(Default)]
 struct State {
     /// Each kept pack's trees, sorted by id; most recently read last.
-    kept: VecDeque<(Id, Arc<Vec<Tree>>)>,
+    kept: VecDeque<(Id, Arc<Vec<Slot>>)>,
     /// Lookups the index answered with each pack since it was last kept.
     lookups: HashMap<Id, u32>,
 }
@@ -45,7 +45,7 @@ struct State {
 /// A tree's entry as kept: the first 16 bytes of its id stand for the id (a wrong match
 /// would fail the blob's id check when read, never give another tree), the rest as in the
 /// header; a third of the memory of a [`PackEntry`].
-struct Tree {
+struct Slot {
     id: u128,
     offset: u32,
     length: u32,
@@ -120,10 +120,10 @@ impl PackHeaders {
 
     /// Keeps the trees of `pack`'s header, dropping the oldest header beyond the bound.
     pub fn keep(&self, _reading: Reading<'_>, pack: Id, entries: Vec<PackEntry>) {
-        let mut trees: Vec<Tree> = entries
+        let mut trees: Vec<Slot> = entries
             .iter()
             .filter(|e| e.kind == BlobKind::Tree)
-            .map(|e| Tree {
+            .map(|e| Slot {
                 id: prefix(&e.id),
                 offset: e.offset,
                 length: e.length,
